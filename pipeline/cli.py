@@ -1,0 +1,64 @@
+"""The `corpusmill` command. Each subcommand lives in its own module, imported only when it runs,
+so that `corpusmill --help` stays fast and `corpusmill stats` does not import torch.
+
+A subcommand module defines `add_arguments(parser)` and `run(args, beam_args) -> int`. Arguments the
+subcommand does not know are passed to Beam as pipeline options (`--runner`, `--direct_num_workers`,
+`--flink_master`, `--project`, ...), so every job runs unchanged on any Beam runner.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Keep in pipeline order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train-lm": ("beam_jobs.train_lm", "train the SentencePiece + KenLM 5-gram model used for perplexity (CCNet)"),
+    "lm-cutoffs": ("beam_jobs.train_lm_cutoffs", "compute per-language perplexity bucket cut-offs from document shards"),
+    "ccnet": ("beam_jobs.ccnet", "CommonCrawl WARC/WET -> extracted, deduplicated, language-identified, perplexity-bucketed documents"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="corpusmill",
+        description="LLaMA-style pretraining-data curation on Apache Beam.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="commands:\n" + "\n".join(f"  {name:<16} {help_}" for name, (_, help_) in COMMANDS.items())
+        + "\n\nRun `corpusmill COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND", help="one of the commands below")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        top.error(f"unknown command {name!r}")
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(prog=f"corpusmill {name}", description=COMMANDS[name][1])
+    module.add_arguments(parser)
+    args, beam_args = parser.parse_known_args(rest)
+    unknown = [a for a in beam_args if a.startswith("--") is False and not _follows_option(beam_args, a)]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        return int(module.run(args, beam_args) or 0)
+    except (FileNotFoundError, ValueError) as err:
+        # Bad input or a missing model: one clear line, no traceback.
+        print(f"corpusmill {name}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _follows_option(args: list[str], value: str) -> bool:
+    i = args.index(value)
+    return i > 0 and args[i - 1].startswith("--") and "=" not in args[i - 1]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

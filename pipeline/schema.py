@@ -1,0 +1,54 @@
+"""The one document schema that every corpusmill job writes.
+
+Columns that a job does not compute are null (e.g. `perplexity` for GitHub files). Source-specific
+fields (a WARC record id, a repository's licence, a StackExchange site) go in `metadata`, a JSON
+object, so that every shard of every source has exactly the same Arrow schema and can be read as
+one dataset.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+
+SOURCES = ("commoncrawl", "c4", "github", "wikipedia", "books", "arxiv", "stackexchange")
+
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),  # stable: see document_id()
+        pa.field("source", pa.string(), nullable=False),  # one of SOURCES
+        pa.field("url", pa.string()),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("language", pa.string()),  # ISO 639 code from lid.176, e.g. "en"
+        pa.field("language_score", pa.float32()),
+        pa.field("perplexity", pa.float32()),  # KenLM perplexity, CCNet's formula
+        pa.field("bucket", pa.string()),  # head / middle / tail (CCNet perplexity buckets)
+        pa.field("quality_score", pa.float32()),  # P(wikipedia) from the linear quality classifier
+        pa.field("original_nlines", pa.int32()),  # lines before dedup
+        pa.field("original_length", pa.int32()),  # characters before dedup
+        pa.field("nlines", pa.int32()),  # lines kept
+        pa.field("metadata", pa.string()),  # JSON object, source-specific
+    ]
+)
+
+COLUMNS = tuple(DOCUMENT_SCHEMA.names)
+
+
+def document_id(source: str, native_id: str) -> str:
+    """A stable id: 128 bits of SHA-1 over the source and the record's own id (WARC-Record-ID, path...)."""
+    return hashlib.sha1(f"{source}\x00{native_id}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def empty_documents() -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([], schema=DOCUMENT_SCHEMA)
+
+
+def to_document_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Project a working batch (which may carry extra `_`-prefixed columns) onto the document schema."""
+    columns = []
+    for field in DOCUMENT_SCHEMA:
+        if field.name in batch.schema.names:
+            columns.append(batch.column(field.name).cast(field.type))
+        else:
+            columns.append(pa.nulls(batch.num_rows, field.type))
+    return pa.RecordBatch.from_arrays(columns, schema=DOCUMENT_SCHEMA)
