@@ -43,12 +43,12 @@ def empty_documents() -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist([], schema=DOCUMENT_SCHEMA)
 
 
-def to_document_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """Project a working batch (which may carry extra `_`-prefixed columns) onto the document schema."""
+def to_document_table(table: pa.Table) -> pa.Table:
+    """Project a working table (which may carry extra `_`-prefixed columns) onto the document schema."""
     columns = []
     for field in DOCUMENT_SCHEMA:
-        if field.name in batch.schema.names:
-            columns.append(batch.column(field.name).cast(field.type))
+        if field.name in table.schema.names:
+            columns.append(table.column(field.name).cast(field.type))
         else:
-            columns.append(pa.nulls(batch.num_rows, field.type))
-    return pa.RecordBatch.from_arrays(columns, schema=DOCUMENT_SCHEMA)
+            columns.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=DOCUMENT_SCHEMA)

@@ -1,0 +1,191 @@
+"""`corpusmill ccnet`: the CCNet web pipeline on Apache Beam (steps: `pipeline/ccnet.py`).
+
+Graph:
+    files -> ReadArchive -> Reshuffle -> [extract, dedup_in_document]
+          -> census parts keyed by hash range -> CombinePerKey(LineCensus) -> duplicate table (side input)
+          -> [dedup, language, perplexity_score] -> per-language cut-offs (global combine, side input)
+          -> [perplexity buckets] -> GroupByKey(input file) -> part-NNNNN.parquet
+    + stats (merged StageStats) + dead letters -> Finalize (stats.json last)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+
+import apache_beam as beam
+import numpy as np
+
+from beam_jobs.common import DEAD, STATS, close_run, pipeline_options, run_steps, write_shards
+from pipeline.accounting import StageStats
+from pipeline.ccnet import STAGES, CCNetConfig, perplexities_by_language
+from pipeline.dedup import POLICIES, DuplicateTable, LineCensus, census_input, census_parts
+from pipeline.perplexity import compute_cutoffs
+from pipeline.runs import atomic_write_bytes, expand_inputs, input_fingerprint, is_complete, load_stats
+from pipeline.warc import iter_raw_batches
+
+
+class ReadArchive(beam.DoFn):
+    def __init__(self, batch_records: int):
+        self.batch_records = batch_records
+
+    def process(self, element):
+        file_index, path = element
+        stats, dead = StageStats("read"), []
+        for batch_no, batch in iter_raw_batches(path, file_index, stats, dead, self.batch_records):
+            yield (file_index, batch_no), batch
+        yield beam.pvalue.TaggedOutput(STATS, stats)
+        for d in dead:
+            yield beam.pvalue.TaggedOutput(DEAD, d)
+
+
+class CensusCombine(beam.CombineFn):
+    """LineCensus as a Beam combine: partial censuses merge in any order to the same result."""
+
+    def create_accumulator(self):
+        return LineCensus()
+
+    def add_input(self, acc, part):
+        return acc.add(*part)
+
+    def merge_accumulators(self, accs):
+        accs = list(accs)
+        first = accs[0]
+        for other in accs[1:]:
+            first.merge(other)
+        return first
+
+    def compact(self, acc):
+        return acc.flush()
+
+    def extract_output(self, acc):
+        return acc.duplicates()
+
+
+class CollectPerplexities(beam.CombineFn):
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, item):
+        for lang, values in item.items():
+            acc.setdefault(lang, []).append(values)
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = {}
+        for acc in accs:
+            for lang, values in acc.items():
+                out.setdefault(lang, []).extend(values)
+        return out
+
+    def extract_output(self, acc):
+        return compute_cutoffs({lang: np.concatenate(v) for lang, v in acc.items()})
+
+
+def _set_table(steps, parts):
+    steps[0].table = DuplicateTable.from_ranges([(r, h, o) for r, (h, o) in parts])
+
+
+def _set_cutoffs(steps, cutoffs):
+    steps[0].cutoffs = cutoffs
+
+
+def build(p, paths: list[str], output: str, config: CCNetConfig, fingerprint: str):
+    read = (
+        p
+        | "Files" >> beam.Create(list(enumerate(paths)))
+        | "ReadArchive" >> beam.ParDo(ReadArchive(config.batch_records)).with_outputs(STATS, DEAD, main="batches")
+    )
+    # Reading is cheap and per file; extraction onward is per batch: spread the batches over workers.
+    raw = read.batches | "SpreadBatches" >> beam.Reshuffle()
+    hashed, stats_hashed = run_steps(raw, "ExtractAndHash", config.before_census())
+
+    census = (
+        hashed
+        | "CensusParts" >> beam.FlatMap(lambda kb: census_parts(*census_input(kb[1]), config.dedup_range_bits).items())
+        | "LineCensus" >> beam.CombinePerKey(CensusCombine())
+    )
+    scored, stats_scored = run_steps(
+        hashed, "DedupLangidPerplexity", config.after_census(), beam.pvalue.AsList(census), configure=_set_table
+    )
+    fixed = config.fixed_cutoffs()
+    if fixed is not None:
+        cutoffs = p | "FixedCutoffs" >> beam.Create([fixed])
+    else:
+        cutoffs = (
+            scored
+            | "Perplexities" >> beam.Map(lambda kb: perplexities_by_language(kb[1]))
+            | "Cutoffs" >> beam.CombineGlobally(CollectPerplexities())
+        )
+    kept, stats_kept = run_steps(scored, "Buckets", [config.bucket()], beam.pvalue.AsSingleton(cutoffs), configure=_set_cutoffs)
+    files = write_shards(kept, output)
+    extra = {"fingerprint": fingerprint, "config": _config_dict(config)}
+    cutoff_extra = cutoffs | "CutoffsExtra" >> beam.Map(lambda c: {"cutoffs": c})
+    return close_run(
+        p, output, "ccnet", STAGES, extra, files, [read[STATS], stats_hashed, stats_scored, stats_kept], read[DEAD], cutoff_extra
+    )
+
+
+def _config_dict(config: CCNetConfig) -> dict:
+    d = dataclasses.asdict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = CCNetConfig()
+    parser.add_argument("--input", required=True, nargs="+", help="glob(s) of WARC/WET/ARC files, gzip or not (local or s3://, gs://...)")
+    parser.add_argument("--output", required=True, help="output folder for part-NNNNN.parquet, stats.json, dead_letter.jsonl")
+    parser.add_argument("--extractor", default=d.extractor, choices=["resiliparse", "trafilatura"])
+    parser.add_argument("--dedup", default=d.dedup_policy, choices=POLICIES, help="line dedup policy (default: %(default)s, as CCNet)")
+    parser.add_argument("--dedup-range-bits", type=int, default=d.dedup_range_bits, help="2**N hash ranges reduced in parallel")
+    parser.add_argument("--languages", default=",".join(d.languages), help="languages to keep, comma-separated, or 'all' (default: %(default)s)")
+    parser.add_argument("--lid-threshold", type=float, default=d.lid_threshold)
+    parser.add_argument("--lid-model", default=d.lid_model, help="fastText lid.176 (default: %(default)s)")
+    parser.add_argument("--lm-dir", default=d.lm_dir, help="folder of <lang>.sp.model + <lang>.arpa.bin (default: %(default)s)")
+    parser.add_argument("--cutoffs", default=None, help="perplexity cut-off file (default: <lm-dir>/cutoffs.json if present, else computed from this run)")
+    parser.add_argument("--keep-buckets", default=",".join(d.keep_buckets), help="perplexity buckets to keep (default: %(default)s)")
+    parser.add_argument("--batch-records", type=int, default=d.batch_records, help="records per batch (the unit of parallel work)")
+    parser.add_argument("--force", action="store_true", help="rerun even if OUTPUT holds a complete run of the same inputs and config")
+
+
+def config_from_args(args) -> CCNetConfig:
+    languages = None if args.languages == "all" else tuple(x for x in args.languages.split(",") if x)
+    return CCNetConfig(
+        extractor=args.extractor,
+        dedup_policy=args.dedup,
+        dedup_range_bits=args.dedup_range_bits,
+        languages=languages,
+        lid_threshold=args.lid_threshold,
+        lid_model=args.lid_model,
+        lm_dir=args.lm_dir,
+        cutoffs=args.cutoffs,
+        keep_buckets=tuple(x for x in args.keep_buckets.split(",") if x),
+        batch_records=args.batch_records,
+    )
+
+
+def run(args, beam_args: list[str]) -> int:
+    config = config_from_args(args)
+    paths = expand_inputs(args.input)
+    config.check_models()
+    fingerprint = input_fingerprint(paths, _config_dict(config))
+    if not args.force and is_complete(args.output, fingerprint):
+        print(f"{args.output}: up to date (same inputs and config); --force reruns")
+        return 0
+    started = time.time()
+    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+        build(p, paths, args.output, config, fingerprint)
+    stats = load_stats(args.output)
+    print(summary(stats, args.output, time.time() - started))
+    return 0
+
+
+def summary(stats: dict, output: str, seconds: float | None = None) -> str:
+    lines = [f"ccnet: {stats['read']} documents read, {stats['kept']} kept -> {output}" + (f" ({seconds:.1f} s)" if seconds else "")]
+    for reason, n in stats["dropped"].items():
+        lines.append(f"  dropped {reason:<22} {n}")
+    if stats.get("cutoffs"):
+        lines.append("  perplexity cut-offs (30th/60th percentile): " + json.dumps(stats["cutoffs"]))
+    return "\n".join(lines)

@@ -1,0 +1,135 @@
+"""HTML -> main text (resiliparse by default, trafilatura as an option), and WET text -> documents.
+
+Decoding: the declared charset is tried strictly; a page that declares a Latin-1 family charset but
+is valid UTF-8 is read as UTF-8 (the most common wrong declaration); otherwise resiliparse's
+detector decides. Payloads that are neither HTML nor plain text are dropped as `non_html`; a non-2xx
+HTTP status as `http_status`; pages with no text left as `no_text`.
+"""
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import json
+
+import pyarrow as pa
+from resiliparse.extract.html2text import extract_plain_text
+from resiliparse.parse.encoding import detect_encoding
+from resiliparse.parse.html import HTMLTree
+
+from pipeline.accounting import StageStats
+from pipeline.schema import document_id
+from pipeline.text import clean_lines
+
+HTML_TYPES = {"text/html", "application/xhtml+xml", "application/xml+html"}
+TEXT_TYPES = {"text/plain"}
+_LATIN1_FAMILY = {"iso-8859-1", "latin-1", "latin1", "windows-1252", "cp1252", "us-ascii", "ascii"}
+
+WORK_SCHEMA = pa.schema(
+    [
+        pa.field("_ord", pa.uint64()),
+        pa.field("id", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("url", pa.string()),
+        pa.field("text", pa.string()),
+        pa.field("original_nlines", pa.int32()),
+        pa.field("original_length", pa.int32()),
+        pa.field("nlines", pa.int32()),
+        pa.field("metadata", pa.string()),
+    ]
+)
+
+
+def decode_payload(payload: bytes, declared: str | None) -> str:
+    if declared:
+        try:
+            codecs.lookup(declared)
+        except LookupError:
+            declared = None
+    if declared:
+        try:
+            text = payload.decode(declared)
+        except (UnicodeDecodeError, LookupError):
+            pass
+        else:
+            if declared.lower() in _LATIN1_FAMILY and not payload.isascii():
+                try:
+                    return payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    pass
+            return text
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    encoding = detect_encoding(payload) or "cp1252"
+    return payload.decode(encoding, errors="replace")
+
+
+def _looks_like_html(payload: bytes) -> bool:
+    head = payload[:1024].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<?xml")) or b"<html" in head
+
+
+@dataclasses.dataclass
+class ExtractText:
+    """Raw WARC/WET records -> documents with cleaned text (non-empty, stripped lines)."""
+
+    extractor: str = "resiliparse"  # or "trafilatura" (optional extra)
+    source: str = "commoncrawl"
+    name: str = "extract"
+
+    def html_to_text(self, html: str) -> str:
+        if self.extractor == "resiliparse":
+            tree = HTMLTree.parse(html)
+            return extract_plain_text(
+                tree, main_content=True, alt_texts=False, links=False, form_fields=False, noscript=False
+            )
+        if self.extractor == "trafilatura":
+            import trafilatura  # optional extra: pip install 'corpusmill[trafilatura]'
+
+            return trafilatura.extract(html, include_comments=False, include_tables=True) or ""
+        raise ValueError(f"unknown extractor {self.extractor!r} (resiliparse or trafilatura)")
+
+    def __call__(self, raw: pa.RecordBatch) -> tuple[pa.RecordBatch, StageStats]:
+        stats = StageStats(self.name)
+        rows = []
+        cols = raw.to_pydict()
+        for i in range(raw.num_rows):
+            stats.docs_in += 1
+            payload = cols["payload"][i] or b""
+            stats.chars_in += len(payload)
+            status = cols["http_status"][i]
+            if status is not None and not 200 <= status < 300:
+                stats.drop("http_status")
+                continue
+            media = cols["content_type"][i]
+            if cols["record_type"][i] == "conversion" or media in TEXT_TYPES:
+                text = decode_payload(payload, cols["charset"][i] or "utf-8")
+            elif media in HTML_TYPES or (media is None and _looks_like_html(payload)):
+                text = self.html_to_text(decode_payload(payload, cols["charset"][i]))
+            else:
+                stats.drop("non_html")
+                continue
+            lines = clean_lines(text)
+            if not lines:
+                stats.drop("no_text")
+                continue
+            text = "\n".join(lines)
+            stats.docs_out += 1
+            stats.lines_out += len(lines)
+            stats.chars_out += len(text)
+            meta = {"warc_record_id": cols["record_id"][i], "warc_date": cols["date"][i], "file": cols["_file"][i]}
+            rows.append(
+                {
+                    "_ord": cols["_ord"][i],
+                    "id": document_id(self.source, cols["record_id"][i] or f"{cols['_file'][i]}#{cols['_record'][i]}"),
+                    "source": self.source,
+                    "url": cols["url"][i],
+                    "text": text,
+                    "original_nlines": len(lines),
+                    "original_length": len(text),
+                    "nlines": len(lines),
+                    "metadata": json.dumps(meta, sort_keys=True, ensure_ascii=False),
+                }
+            )
+        return pa.RecordBatch.from_pylist(rows, schema=WORK_SCHEMA), stats

@@ -1,0 +1,69 @@
+"""Text normalisation, as CCNet does it (cc_net/text_normalizer.py), vectorised with pyarrow.compute.
+
+Two normalisations:
+- `normalize_for_dedup`: the key of line-level dedup: strip, lowercase, every digit -> 0, CCNet's
+  Unicode punctuation and the non-printing characters removed.
+- `normalize_for_lm`: what the perplexity LM is trained and scored on: lowercase, accents removed
+  (NFD, combining marks dropped), digits -> 0, CCNet's Unicode punctuation mapped to ASCII,
+  non-printing characters removed.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# CCNet's table of Unicode punctuation and its ASCII replacement.
+UNICODE_PUNCT = {
+    "，": ",", "。": ".", "、": ",", "„": '"', "”": '"', "“": '"', "«": '"', "»": '"', "１": '"',
+    "」": '"', "「": '"', "《": '"', "》": '"', "´": "'", "∶": ":", "：": ":", "？": "?", "！": "!",
+    "（": "(", "）": ")", "；": ";", "–": "-", "—": " - ", "．": ". ", "～": "~", "’": "'", "…": "...",
+    "━": "-", "〈": "<", "〉": ">", "【": "[", "】": "]", "％": "%", "►": "-",
+}  # fmt: skip
+_NON_PRINTING = "".join(chr(c) for c in list(range(0, 32)) + list(range(127, 160)))
+# RE2 character class: the punctuation keys and the non-printing characters (escaped as \x{..}).
+_PUNCT_OR_NON_PRINTING = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in list(UNICODE_PUNCT) + list(_NON_PRINTING)) + "]"
+_NON_PRINTING_RE2 = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _NON_PRINTING) + "]"
+_DIGIT = r"\p{Nd}"
+
+
+def normalize_for_dedup(lines: pa.Array) -> pa.Array:
+    lines = pc.utf8_trim_whitespace(lines)
+    lines = pc.utf8_lower(lines)
+    lines = pc.replace_substring_regex(lines, _DIGIT, "0")
+    return pc.replace_substring_regex(lines, _PUNCT_OR_NON_PRINTING, "")
+
+
+_PUNCT_TRANSLATION = str.maketrans(UNICODE_PUNCT)
+_NON_PRINTING_RE = re.compile(f"[{re.escape(_NON_PRINTING)}]")
+_DIGIT_RE = re.compile(r"\d")
+
+
+def _strip_accents(line: str) -> str:
+    nfd = unicodedata.normalize("NFD", line)
+    return "".join(c for c in nfd if unicodedata.category(c) != "Mn")
+
+
+def normalize_for_lm(line: str) -> str:
+    """One line, for the LM (training and scoring use this same function)."""
+    line = line.strip().lower()
+    line = _strip_accents(line)
+    line = _DIGIT_RE.sub("0", line)
+    line = line.translate(_PUNCT_TRANSLATION)
+    return _NON_PRINTING_RE.sub("", line)
+
+
+def clean_lines(text: str) -> list[str]:
+    """Extracted text -> its non-empty lines, each stripped, NUL and other C0 controls but tab removed."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    out = []
+    for line in text.split("\n"):
+        line = _CONTROL_RE.sub("", line).strip()
+        if line:
+            out.append(line)
+    return out
+
+
+_CONTROL_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
