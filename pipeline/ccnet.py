@@ -36,6 +36,7 @@ class CCNetConfig:
     cutoffs: str | None = None  # a cut-off file; None: <lm_dir>/cutoffs.json if present, else from this run
     keep_buckets: tuple[str, ...] = ("head", "middle")
     batch_records: int = 64
+    read_parts: int = 2  # workers sharing one input file (each reads it, takes every n-th record)
 
     def check_models(self) -> None:
         """Fail before any work if a model is missing, with how to get it."""
@@ -90,10 +91,12 @@ def run_local(paths: list[str], config: CCNetConfig) -> tuple[pa.Table, JobStats
 
     hashed = []
     for file_index, path in enumerate(paths):
-        read = StageStats("read")
-        for _, raw in iter_raw_batches(path, file_index, read, dead, config.batch_records):
-            hashed.append(apply(config.before_census(), raw))
-        stats.append(read)
+        for part in range(config.read_parts):
+            read = StageStats("read")
+            for _, raw in iter_raw_batches(path, file_index, read, dead, config.batch_records, part, config.read_parts):
+                hashed.append(apply(config.before_census(), raw))
+            stats.append(read)
+    hashed.sort(key=lambda b: b.column("_ord")[0].as_py() if b.num_rows else -1)
     census: dict[int, LineCensus] = {}
     for batch in hashed:
         for r, (h, o) in census_parts(*census_input(batch), config.dedup_range_bits).items():

@@ -61,9 +61,14 @@ def _parse_content_type(value: str | None) -> tuple[str | None, str | None]:
 
 
 def iter_raw_batches(
-    path: str, file_index: int, stats: StageStats, dead_letters: list[dict], batch_records: int = 256
+    path: str, file_index: int, stats: StageStats, dead_letters: list[dict], batch_records: int = 256,
+    part: int = 0, parts: int = 1,
 ) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """Yield (batch number, RecordBatch in RAW_SCHEMA) for one input file; fill `stats` and `dead_letters`."""
+    """Yield (batch number, RecordBatch in RAW_SCHEMA) for one input file; fill `stats` and `dead_letters`.
+
+    With `parts` > 1, only the records whose index in the file is `part` modulo `parts` are taken (and
+    counted), so that several workers can share one file; the parts together are the whole file.
+    """
     rows: list[dict] = []
     batch_no = 0
     state = {"index": 0}
@@ -74,7 +79,7 @@ def iter_raw_batches(
             batch = pa.RecordBatch.from_pylist(rows, schema=RAW_SCHEMA)
             rows = []
             batch_no += 1
-            return batch_no - 1, batch
+            return (part << 20) | (batch_no - 1), batch
         return None
 
     def dead(reason: str, error: str, offset: int | None):
@@ -84,7 +89,10 @@ def iter_raw_batches(
             {"file": path, "record": state["index"], "offset": offset, "reason": reason, "error": error[:500]}
         )
 
-    for record, payload, offset, error in _records(path):
+    for record, payload, offset, error in _records(path, lambda index: index % parts == part):
+        if state["index"] % parts != part:
+            state["index"] += 1
+            continue
         if record is not None and record.rec_type not in DOCUMENT_TYPES:
             # Not a document (request, metadata, revisit...), well-formed or not: noted, not counted.
             stats.notes[f"skipped_{record.rec_type}_records"] += 1
@@ -142,11 +150,13 @@ GZIP_MEMBER = b"\x1f\x8b\x08"
 _READ_ERRORS = (zlib.error, EOFError, OSError, ValueError)
 
 
-def _records(path: str):
+def _records(path: str, wanted=lambda index: True):
     """Per record: (record, payload, offset, None) read and checked, or (None, None, offset, (reason, message)).
 
+    Records whose index is not `wanted` are not digest-checked (the caller skips them).
     After a failure inside a gzip'ed file, reading resumes at the next gzip member header.
     """
+    index = 0
     with open_input(path) as raw:
         data = raw.read()
     gzipped = data[:2] == GZIP_MEMBER[:2]
@@ -157,14 +167,18 @@ def _records(path: str):
         end, count = 0, 0
         try:
             while True:
+                take = wanted(index)
+                it.check_digests = take  # read per record by warcio: no digests for records not taken
                 with contextlib.redirect_stderr(_DISCARD):  # warcio prints zlib errors and carries on
                     record = next(records, None)
                     if record is None:
                         return
+                    # Read even a record not taken: a truncated gzip member must be seen to resume after it.
                     payload = record.content_stream().read()
                 offset = pos + it.get_record_offset()
                 problem = _check(record)
                 count += 1
+                index += 1
                 yield record, payload, offset, problem
                 if problem is not None and gzipped:
                     # warcio reads nothing more after a broken member: resume at the next one.
@@ -184,6 +198,7 @@ def _records(path: str):
             failure = ("unreadable_archive", message.splitlines()[0] if message else "ArchiveLoadFailed")
         except _READ_ERRORS as err:
             failure = ("corrupt_compression" if gzipped else "unreadable_archive", f"{type(err).__name__}: {err}")
+        index += 1
         yield None, None, pos + end, failure
         resume = data.find(GZIP_MEMBER, pos + end + 1) if gzipped else -1
         if resume < 0:
