@@ -96,3 +96,19 @@ def test_not_an_archive(tmp_path):
 def test_empty_glob_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="no input files match"):
         expand_inputs(str(tmp_path / "*.warc.gz"))
+
+
+def test_read_parts_cover_the_file_exactly_once(tmp_path):
+    data = bytearray(open(WARCS[0], "rb").read())
+    data[300000:300040] = b"\0" * 40
+    bad = tmp_path / "corrupt.warc.gz"
+    bad.write_bytes(bytes(data))
+    whole, _, whole_dead = read(bad)
+    rows, dead, docs_in = [], [], 0
+    for part in range(3):
+        stats, d = StageStats("read"), []
+        rows += [r for _, b in iter_raw_batches(str(bad), 3, stats, d, 16, part, 3) for r in b.to_pylist()]
+        dead += d
+        docs_in += stats.docs_in
+    assert sorted(r["_ord"] for r in rows) == [r["_ord"] for r in whole]
+    assert docs_in == 111 and len(dead) == len(whole_dead) == 1
