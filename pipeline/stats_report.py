@@ -206,8 +206,9 @@ def plot_funnel(folder: dict, path: str) -> bool:
     ax.barh(names, kept, color="#4c72b0", label="kept")
     ax.barh(names, dropped, left=kept, color="#dd8452", label="dropped")
     for y, (k, d) in enumerate(zip(kept, dropped)):
-        ax.text(k + d, y, f" {k:,}", va="center", fontsize=8)
+        ax.text(k + d, y, f" {k:,} kept" + (f", {d:,} dropped" if d else ""), va="center", fontsize=8)
     ax.set_xlabel("documents")
+    ax.set_xlim(0, max(k + d for k, d in zip(kept, dropped)) * 1.3 or 1)
     ax.set_title(f"{folder['job']}: documents per stage")
     ax.legend(loc="lower right")
     _save(fig, path)
