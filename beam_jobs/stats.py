@@ -9,7 +9,9 @@ Small outputs are summarised in this process, one shard at a time. Above `--beam
 
     (folder, shard) elements -> Reshuffle -> summarise each shard -> CombineGlobally(merge) -> result file
 
-The merge is exact and order-independent, so both give the same report.
+The merge is exact and order-independent, so both give the same report. The merged result reaches
+this process through a small JSON file in Beam's `--temp_location` (default: the local temp folder,
+right for the DirectRunner; give a gs:// or s3:// folder on a distributed runner).
 
 Exit status: 0, or 1 when a shard or a folder's metadata could not be read (it is named, and the
 rest is still summarised).
@@ -110,12 +112,22 @@ def find_tokenizer(targets: list[Target]) -> str | None:
     return None
 
 
+def _temp_location(beam_args: list[str]) -> str | None:
+    """Beam's --temp_location (a folder every worker and this process can reach, e.g. gs://...), if given."""
+    for i, arg in enumerate(beam_args):
+        if arg.startswith("--temp_location="):
+            return arg.split("=", 1)[1]
+        if arg == "--temp_location" and i + 1 < len(beam_args):
+            return beam_args[i + 1]
+    return None
+
+
 def compute_report(path: str, tokenizer: str | None = None, use_beam: bool | None = None, beam_above_mb: float = 1024.0, beam_args: list[str] | None = None) -> dict:
     kind, targets = discover(path)
     if use_beam is None:
         use_beam = sum(t.shard_bytes() for t in targets) > beam_above_mb * 1e6
     if use_beam:
-        accumulators = summarise_with_beam(targets, tokenizer, list(beam_args or []))
+        accumulators = summarise_with_beam(targets, tokenizer, list(beam_args or []), _temp_location(beam_args or []))
     else:
         accumulators = summarise_in_process(targets, tokenizer)
     report = build_report(path, kind, targets, accumulators)

@@ -402,3 +402,16 @@ def test_not_an_output_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli_main(["stats", str(tmp_path / "empty")]) == 2
     assert "holds no job output" in capsys.readouterr().err
+
+
+def test_tokens_of_document_shards_with_a_tokenizer(ccnet_dir, tmp_path):
+    import sentencepiece as spm
+
+    model = str(default_lm_dir() / "en.sp.model")
+    report = compute_report(ccnet_dir, tokenizer=model, use_beam=False)
+    sp = spm.SentencePieceProcessor(model_file=model)
+    shards = plain_rows(ccnet_dir)
+    expected = {name: sum(len(sp.encode(r["text"])) for r in rows) for name, rows in shards.items()}
+    assert {s["name"]: s["tokens"] for s in report["shards"]} == expected
+    assert report["total"]["tokens"] == sum(expected.values()) > 0
+    assert compute_report(ccnet_dir, use_beam=False)["total"]["tokens"] is None  # no tokenizer known
