@@ -4,7 +4,7 @@ Graph:
     files -> ReadArchive -> Reshuffle -> [extract, dedup_in_document]
           -> census parts keyed by hash range -> CombinePerKey(LineCensus) -> duplicate table (side input)
           -> [dedup, language, perplexity_score] -> per-language cut-offs (global combine, side input)
-          -> [perplexity buckets] -> GroupByKey(input file) -> part-NNNNN.parquet
+          -> [perplexity buckets, quality] -> GroupByKey(input file) -> part-NNNNN.parquet
     + stats (merged StageStats) + dead letters -> Finalize (stats.json last)
 """
 from __future__ import annotations
@@ -121,7 +121,9 @@ def build(p, paths: list[str], output: str, config: CCNetConfig, fingerprint: st
             | "Perplexities" >> beam.Map(lambda kb: perplexities_by_language(kb[1]))
             | "Cutoffs" >> beam.CombineGlobally(CollectPerplexities())
         )
-    kept, stats_kept = run_steps(scored, "Buckets", [config.bucket()], beam.pvalue.AsSingleton(cutoffs), configure=_set_cutoffs)
+    kept, stats_kept = run_steps(
+        scored, "BucketsAndQuality", config.after_buckets(), beam.pvalue.AsSingleton(cutoffs), configure=_set_cutoffs
+    )
     files = write_shards(kept, output)
     extra = {"fingerprint": fingerprint, "config": _config_dict(config)}
     cutoff_extra = cutoffs | "CutoffsExtra" >> beam.Map(lambda c: {"cutoffs": c})
@@ -148,6 +150,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lm-dir", default=d.lm_dir, help="folder of <lang>.sp.model + <lang>.arpa.bin (default: %(default)s)")
     parser.add_argument("--cutoffs", default=None, help="perplexity cut-off file (default: <lm-dir>/cutoffs.json if present, else computed from this run)")
     parser.add_argument("--keep-buckets", default=",".join(d.keep_buckets), help="perplexity buckets to keep (default: %(default)s)")
+    parser.add_argument("--quality-model", default=d.quality_model, help="Wikipedia-vs-web classifier (default: %(default)s; none: no quality filter)")
+    parser.add_argument("--no-quality", action="store_true", help="do not score or filter by quality (e.g. to make the classifier's negatives)")
+    parser.add_argument("--quality-threshold", type=float, default=d.quality_threshold, help="keep P(wiki) >= this (default: %(default)s, RedPajama v1)")
     parser.add_argument("--batch-records", type=int, default=d.batch_records, help="records per batch")
     parser.add_argument("--read-parts", type=int, default=d.read_parts, help="work items per input file (default: %(default)s); output does not depend on it")
     parser.add_argument("--force", action="store_true", help="rerun even if OUTPUT holds a complete run of the same inputs and config")
@@ -165,6 +170,8 @@ def config_from_args(args) -> CCNetConfig:
         lm_dir=args.lm_dir,
         cutoffs=args.cutoffs,
         keep_buckets=tuple(x for x in args.keep_buckets.split(",") if x),
+        quality_model=None if args.no_quality else args.quality_model,
+        quality_threshold=args.quality_threshold,
         batch_records=args.batch_records,
         read_parts=args.read_parts,
     )

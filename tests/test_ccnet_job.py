@@ -39,7 +39,7 @@ def test_accounting_adds_up(run_one):
     rows = sum(pq.ParquetFile(run_one / f).metadata.num_rows for f in stats["files"])
     assert rows == stats["kept"] > 0
     names = [s["name"] for s in stats["stages"]]
-    assert names == ["read", "extract", "dedup_in_document", "dedup", "language", "perplexity_score", "perplexity"]
+    assert names == ["read", "extract", "dedup_in_document", "dedup", "language", "perplexity_score", "perplexity", "quality"]
     for before, after in zip(stats["stages"], stats["stages"][1:]):
         assert before["docs_out"] == after["docs_in"]
     assert {"malformed_record", "language", "perplexity"} <= set(stats["dropped"])
