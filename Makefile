@@ -32,9 +32,19 @@ models/lm/en.arpa.bin: | setup
 	$(CM) train-lm --input $(SAMPLE)/wikipedia/summaries-en.jsonl.gz --language en --vocab-size 8000
 
 demo: setup models/lm/en.arpa.bin
-	$(CM) ccnet --input '$(SAMPLE)/commoncrawl/*.warc.gz' '$(SAMPLE)/commoncrawl/malformed/*' --output $(DEMO)/ccnet
+	@echo "== web pipeline without quality filter (the classifier's negatives)"
+	$(CM) ccnet --input '$(SAMPLE)/commoncrawl/*.warc.gz' --output $(DEMO)/ccnet-unfiltered \
+	    --no-quality --keep-buckets head,middle,tail
+	@echo "== Wikipedia-vs-web quality classifier"
+	$(CM) train-quality --positives $(SAMPLE)/wikipedia/summaries-en.jsonl.gz \
+	    --negatives '$(DEMO)/ccnet-unfiltered/*.parquet' --output $(DEMO)/quality
+	@echo "== web pipeline (CCNet + quality filter), with the real malformed WARC/ARC samples"
+	$(CM) ccnet --input '$(SAMPLE)/commoncrawl/*.warc.gz' '$(SAMPLE)/commoncrawl/malformed/*' \
+	    --output $(DEMO)/ccnet --quality-model $(DEMO)/quality/wiki_vs_cc.bin
+	@echo "== statistics"
+	$(CM) stats $(DEMO) --html $(DEMO)/report
 	@echo
-	@echo "demo output: $(DEMO)/  (ccnet: $(DEMO)/ccnet/part-*.parquet, stats.json, dead_letter.jsonl)"
+	@echo "demo output: $(abspath $(DEMO))/  (one folder per job; report: $(abspath $(DEMO))/report/index.html)"
 
 test: setup
 	$(BIN)/python -m pytest
