@@ -128,9 +128,16 @@ class Train(beam.DoFn):
         started = time.time()
         spm_lib.train(",".join(inputs), prefix, self.vocab_size, self.threads)
         seconds = time.time() - started
-        for ext in (".model", ".vocab"):
-            os.replace(prefix + ext, os.path.join(self.output, MODEL_NAME + ext))
         model = os.path.join(self.output, MODEL_NAME + ".model")
+        # The trainer records the absolute input and output paths in the model; record them relative
+        # to OUTPUT, so that the model's bytes (and checksum) depend on the sample only.
+        proto = spm_lib.model_proto(prefix + ".model")
+        del proto.trainer_spec.input[:]
+        proto.trainer_spec.input.extend(sorted(os.path.relpath(f, self.output) for f in inputs))
+        proto.trainer_spec.model_prefix = MODEL_NAME
+        atomic_write_bytes(model, proto.SerializeToString(deterministic=True))
+        os.remove(prefix + ".model")
+        os.replace(prefix + ".vocab", os.path.join(self.output, MODEL_NAME + ".vocab"))
         sample = {}
         for source, item in per_source:
             entry = sample.setdefault(source, {"documents": 0, "chars": 0, "sentences": 0})
