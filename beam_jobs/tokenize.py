@@ -17,6 +17,7 @@ import time
 
 import apache_beam as beam
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from beam_jobs.common import STATS, MergeStats, pipeline_options
@@ -51,8 +52,8 @@ class TokenizeFile(beam.DoFn):
         record = 0
         with ShardWriter(os.path.join(self.output, prefix), write_sources=True) as writer:
             for batch in reader.iter_batches(batch_size=self.batch_docs, columns=["source", "text"]):
-                wrong = np.flatnonzero(np.asarray(batch.column("source").to_pylist(), dtype=object) != source)
-                if len(wrong):
+                if pc.any(pc.not_equal(batch.column("source"), source)).as_py():
+                    wrong = np.flatnonzero(np.asarray(batch.column("source").to_pylist(), dtype=object) != source)
                     raise InputError(f"{path}: record {record + int(wrong[0])} has source {batch.column('source')[int(wrong[0])]}, expected {source!r}")
                 tokens, lengths, batch_stats = encode_batch(self.sp, batch.column("text"), self.config, STAGE)
                 if len(tokens) and int(tokens.max()) >= self.sp.get_piece_size():

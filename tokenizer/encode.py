@@ -46,15 +46,19 @@ def encode_batch(sp: spm.SentencePieceProcessor, texts: pa.Array, config: Encode
     if not kept:
         return np.zeros(0, np.uint16), np.zeros(0, np.int64), stats
     encoded = sp.encode(kept, return_type="numpy", num_threads=config.threads)
-    bos = np.array([sp.bos_id()] if config.add_bos else [], dtype=np.uint16)
-    eos = np.array([sp.eos_id()] if config.add_eos else [], dtype=np.uint16)
-    parts = []
-    for ids in encoded:
-        if len(bos):
-            parts.append(bos)
-        parts.append(ids)
-        if len(eos):
-            parts.append(eos)
-    tokens = np.concatenate(parts).astype(np.uint16, copy=False)
-    lengths = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded)) + len(bos) + len(eos)
+    n_special = int(config.add_bos) + int(config.add_eos)
+    content = np.fromiter((len(ids) for ids in encoded), dtype=np.int64, count=len(encoded))
+    lengths = content + n_special
+    # One concatenation of the encoded documents, scattered around the BOS/EOS slots.
+    tokens = np.empty(int(lengths.sum()), dtype=np.uint16)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    special = np.zeros(len(tokens), dtype=bool)
+    if config.add_bos:
+        tokens[starts] = sp.bos_id()
+        special[starts] = True
+    if config.add_eos:
+        tokens[ends - 1] = sp.eos_id()
+        special[ends - 1] = True
+    tokens[~special] = np.concatenate(encoded)
     return tokens, lengths, stats
