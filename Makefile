@@ -33,14 +33,18 @@ models/lm/en.arpa.bin: | setup
 
 demo: setup models/lm/en.arpa.bin
 	@echo "== web pipeline without quality filter (the classifier's negatives)"
-	$(CM) ccnet --input '$(SAMPLE)/commoncrawl/*.warc.gz' --output $(DEMO)/ccnet-unfiltered \
+	$(CM) ccnet --input '$(SAMPLE)/commoncrawl/*.warc.gz' --output $(DEMO)/quality/negatives-ccnet \
 	    --no-quality --keep-buckets head,middle,tail
 	@echo "== Wikipedia-vs-web quality classifier"
 	$(CM) train-quality --positives $(SAMPLE)/wikipedia/summaries-en.jsonl.gz \
-	    --negatives '$(DEMO)/ccnet-unfiltered/*.parquet' --output $(DEMO)/quality
+	    --negatives '$(DEMO)/quality/negatives-ccnet/*.parquet' --output $(DEMO)/quality
 	@echo "== web pipeline (CCNet + quality filter), with the real malformed WARC/ARC samples"
 	$(CM) ccnet --input '$(SAMPLE)/commoncrawl/*.warc.gz' '$(SAMPLE)/commoncrawl/malformed/*' \
 	    --output $(DEMO)/ccnet --quality-model $(DEMO)/quality/wiki_vs_cc.bin
+	@echo "== tokenizer (LLaMA trainer_spec; small vocabulary for the small sample), token shards, the mix"
+	$(CM) train-tokenizer --input $(DEMO) --output $(DEMO)/tokenizer --vocab-size 4000 --sample-chars 1000000 --renormalize
+	$(CM) tokenize --input $(DEMO) --tokenizer $(DEMO)/tokenizer/tokenizer.model --output $(DEMO)/tokens
+	$(CM) mix --input $(DEMO)/tokens --output $(DEMO)/mix --renormalize
 	@echo "== statistics"
 	$(CM) stats $(DEMO) --html $(DEMO)/report
 	@echo
