@@ -103,7 +103,7 @@ def read(path: str, file_index: int, stats: StageStats, dead: list[dict], config
 
 _TERMINAL = (".", "!", "?", '"')
 _POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
-_CITATION = re.compile(r"\[\d+\]|\[citation needed\]|\[edit\]", re.I)
+_CITATION = re.compile(r"\s*(?:\[\d+\]|\[citation needed\]|\[edit\])", re.I)
 # A sentence ends at . ! or ? (possibly followed by closing quotes/brackets) before whitespace or the end.
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)")
 

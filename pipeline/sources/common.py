@@ -82,7 +82,10 @@ class BatchBuilder:
 
 def open_maybe_compressed(path: str):
     """A binary stream of the file's content, decompressed on the fly for .gz and .bz2."""
-    raw = open_input(path)
+    if "://" not in path:
+        raw = open(path, "rb")  # buffered: supports line iteration, unlike pyarrow's raw streams
+    else:
+        raw = io.BytesIO(open_input(path).read())
     if path.endswith(".gz"):
         return gzip.GzipFile(fileobj=raw, mode="rb")
     if path.endswith(".bz2"):

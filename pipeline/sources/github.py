@@ -141,7 +141,7 @@ LICENSE_PATTERNS = [
     ("BSD-3-Clause", re.compile(r"Redistribution and use in source and binary forms.*?Neither the name", re.I | re.S)),
     ("BSD-2-Clause", re.compile(r"Redistribution and use in source and binary forms", re.I)),
     ("MIT", re.compile(r"Permission is hereby granted, free of charge, to any person obtaining a copy", re.I)),
-    ("GPL", re.compile(r"GNU (LESSER |AFFERO )?GENERAL PUBLIC LICENSE", re.I)),
+    ("GPL-family", re.compile(r"GNU (LESSER |LIBRARY |AFFERO )?GENERAL PUBLIC LICENSE", re.I)),
 ]
 
 
