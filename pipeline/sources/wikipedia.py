@@ -171,6 +171,8 @@ MARKER_TAGS = {"li", "dt", "dd", "hr"}
 DROP_LINK_PREFIXES = {"file", "image", "category", "media", "wikipedia", "wp", "help", "template", "portal", "special", "user", "talk", "wikt", "wiktionary", "s", "commons", "meta", "mw", "d", "q", "n", "b", "v", "voy"}
 _INTERLANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z]+)?$")
 _SWITCH = re.compile(r"__[A-Z]+__")
+_LEFTOVER_REF = re.compile(r"<ref[^>]*/>|<ref[^>]*>.*?</ref\s*>", re.S | re.I)
+_LEFTOVER_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
 _BLANKS = re.compile(r"\n[ \t]*(\n[ \t]*)+")
 _SPACES = re.compile(r"[ \t]+")
 
@@ -180,6 +182,9 @@ def wikitext_to_text(wikitext: str) -> str:
 
     body = _render(mwparserfromhell.parse(wikitext, skip_style_tags=False))
     body = _SWITCH.sub("", body)
+    # Markup the parser left as text (a <ref> inside an unbalanced construct): removed by pattern.
+    body = _LEFTOVER_REF.sub("", body)
+    body = _LEFTOVER_TAG.sub("", body)
     lines = [_SPACES.sub(" ", line).strip() for line in body.split("\n")]
     return _BLANKS.sub("\n\n", "\n".join(lines)).strip()
 
