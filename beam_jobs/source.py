@@ -25,7 +25,7 @@ from beam_jobs.ccnet import CensusCombine, _set_table
 from beam_jobs.common import DEAD, STATS, close_run, pipeline_options, run_steps, write_shards
 from pipeline.accounting import StageStats
 from pipeline.dedup import POLICIES, census_input, census_parts
-from pipeline.runs import expand_inputs, input_fingerprint, is_complete, load_stats
+from pipeline.runs import input_fingerprint, is_complete, load_stats
 from pipeline import sources
 
 

@@ -15,7 +15,6 @@ import dataclasses
 import importlib
 from types import ModuleType
 
-import numpy as np
 import pyarrow as pa
 
 from pipeline.accounting import JobStats, StageStats, merge_stage_stats

@@ -29,8 +29,6 @@ import tarfile
 from collections import Counter
 from typing import Iterator
 
-import pyarrow as pa
-
 from pipeline.accounting import StageStats
 from pipeline.runs import InputError
 from pipeline.sources.common import BatchBuilder, DropEmpty, TextStep, decode_text

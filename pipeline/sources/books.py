@@ -43,7 +43,7 @@ import pyarrow as pa
 import xxhash
 
 from pipeline.accounting import StageStats
-from pipeline.runs import InputError, expand_inputs
+from pipeline.runs import expand_inputs
 from pipeline.sources.common import BatchBuilder, DropEmpty, TextStep, decode_text, open_maybe_compressed, text_totals
 
 SOURCE = "books"

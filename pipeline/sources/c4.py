@@ -30,11 +30,10 @@ import os
 import re
 from typing import Iterator
 
-import numpy as np
 import pyarrow as pa
 
 from pipeline.accounting import StageStats
-from pipeline.dedup import POLICIES, ApplyDedup, HashLines
+from pipeline.dedup import ApplyDedup, HashLines
 from pipeline.langid import IdentifyLanguage
 from pipeline.models import default_lid_path, load_fasttext
 from pipeline.sources.common import BatchBuilder, count_lines, open_maybe_compressed, replace_columns, text_totals

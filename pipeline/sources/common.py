@@ -16,7 +16,6 @@ import gzip
 import io
 import json
 import re
-from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.accounting import StageStats
-from pipeline.runs import InputError, expand_inputs, read_bytes
+from pipeline.runs import InputError, read_bytes
 from pipeline.sources.common import (
     ApplyExactDedup,
     BatchBuilder,

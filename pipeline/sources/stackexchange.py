@@ -20,9 +20,7 @@ date in the dump); the largest site dumps need that much memory once per file.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-from collections import Counter
 from typing import Iterator
 
 import pyarrow as pa

@@ -1,8 +1,6 @@
 import io
 import tarfile
 
-import pytest
-
 from pipeline.sources import arxiv
 from tests.sources.conftest import SAMPLE, apply, read_all
 

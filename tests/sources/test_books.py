@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 
 from pipeline.sources import books, run_local
-from tests.sources.conftest import SAMPLE, apply, read_all
+from tests.sources.conftest import SAMPLE, read_all
 
 BOOKS = SAMPLE / "books"
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from pipeline.sources import c4
-from tests.sources.conftest import DATA, SAMPLE, read_all
+from tests.sources.conftest import SAMPLE, read_all
 
 
 def _records(n):
