@@ -4,7 +4,7 @@ Graph:
     files -> ReadArchive -> Reshuffle -> [extract, dedup_in_document]
           -> census parts keyed by hash range -> CombinePerKey(LineCensus) -> duplicate table (side input)
           -> [dedup, language, perplexity_score] -> per-language cut-offs (global combine, side input)
-          -> [perplexity buckets] -> GroupByKey(input file) -> part-NNNNN.parquet
+          -> [perplexity buckets, quality] -> GroupByKey(input file) -> part-NNNNN.parquet
     + stats (merged StageStats) + dead letters -> Finalize (stats.json last)
 """
 from __future__ import annotations
@@ -28,13 +28,13 @@ from pipeline.warc import iter_raw_batches
 
 
 class ReadArchive(beam.DoFn):
-    def __init__(self, batch_records: int):
-        self.batch_records = batch_records
+    def __init__(self, batch_records: int, parts: int):
+        self.batch_records, self.parts = batch_records, parts
 
     def process(self, element):
-        file_index, path = element
+        file_index, path, part = element
         stats, dead = StageStats("read"), []
-        for batch_no, batch in iter_raw_batches(path, file_index, stats, dead, self.batch_records):
+        for batch_no, batch in iter_raw_batches(path, file_index, stats, dead, self.batch_records, part, self.parts):
             yield (file_index, batch_no), batch
         yield beam.pvalue.TaggedOutput(STATS, stats)
         for d in dead:
@@ -93,14 +93,16 @@ def _set_cutoffs(steps, cutoffs):
 
 
 def build(p, paths: list[str], output: str, config: CCNetConfig, fingerprint: str):
+    # Work items are (file, part): each part reads its file and takes every n-th record, so extraction
+    # runs where the bytes are read and only extracted text crosses the shuffle.
+    items = [(i, path, part) for i, path in enumerate(paths) for part in range(config.read_parts)]
     read = (
         p
-        | "Files" >> beam.Create(list(enumerate(paths)))
-        | "ReadArchive" >> beam.ParDo(ReadArchive(config.batch_records)).with_outputs(STATS, DEAD, main="batches")
+        | "Files" >> beam.Create(items)
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "ReadArchive" >> beam.ParDo(ReadArchive(config.batch_records, config.read_parts)).with_outputs(STATS, DEAD, main="batches")
     )
-    # Reading is cheap and per file; extraction onward is per batch: spread the batches over workers.
-    raw = read.batches | "SpreadBatches" >> beam.Reshuffle()
-    hashed, stats_hashed = run_steps(raw, "ExtractAndHash", config.before_census())
+    hashed, stats_hashed = run_steps(read.batches, "ExtractAndHash", config.before_census())
 
     census = (
         hashed
@@ -119,7 +121,9 @@ def build(p, paths: list[str], output: str, config: CCNetConfig, fingerprint: st
             | "Perplexities" >> beam.Map(lambda kb: perplexities_by_language(kb[1]))
             | "Cutoffs" >> beam.CombineGlobally(CollectPerplexities())
         )
-    kept, stats_kept = run_steps(scored, "Buckets", [config.bucket()], beam.pvalue.AsSingleton(cutoffs), configure=_set_cutoffs)
+    kept, stats_kept = run_steps(
+        scored, "BucketsAndQuality", config.after_buckets(), beam.pvalue.AsSingleton(cutoffs), configure=_set_cutoffs
+    )
     files = write_shards(kept, output)
     extra = {"fingerprint": fingerprint, "config": _config_dict(config)}
     cutoff_extra = cutoffs | "CutoffsExtra" >> beam.Map(lambda c: {"cutoffs": c})
@@ -146,7 +150,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lm-dir", default=d.lm_dir, help="folder of <lang>.sp.model + <lang>.arpa.bin (default: %(default)s)")
     parser.add_argument("--cutoffs", default=None, help="perplexity cut-off file (default: <lm-dir>/cutoffs.json if present, else computed from this run)")
     parser.add_argument("--keep-buckets", default=",".join(d.keep_buckets), help="perplexity buckets to keep (default: %(default)s)")
-    parser.add_argument("--batch-records", type=int, default=d.batch_records, help="records per batch (the unit of parallel work)")
+    parser.add_argument("--quality-model", default=d.quality_model, help="Wikipedia-vs-web classifier (default: %(default)s; none: no quality filter)")
+    parser.add_argument("--no-quality", action="store_true", help="do not score or filter by quality (e.g. to make the classifier's negatives)")
+    parser.add_argument("--quality-threshold", type=float, default=d.quality_threshold, help="keep P(wiki) >= this (default: %(default)s, RedPajama v1)")
+    parser.add_argument("--batch-records", type=int, default=d.batch_records, help="records per batch")
+    parser.add_argument("--read-parts", type=int, default=d.read_parts, help="work items per input file (default: %(default)s); output does not depend on it")
     parser.add_argument("--force", action="store_true", help="rerun even if OUTPUT holds a complete run of the same inputs and config")
 
 
@@ -162,7 +170,10 @@ def config_from_args(args) -> CCNetConfig:
         lm_dir=args.lm_dir,
         cutoffs=args.cutoffs,
         keep_buckets=tuple(x for x in args.keep_buckets.split(",") if x),
+        quality_model=None if args.no_quality else args.quality_model,
+        quality_threshold=args.quality_threshold,
         batch_records=args.batch_records,
+        read_parts=args.read_parts,
     )
 
 

@@ -94,7 +94,7 @@ class WriteShard(beam.DoFn):
 
     def process(self, element):
         shard_index, batches = element
-        table = pa.Table.from_batches(list(batches)).sort_by("_ord")
+        table = pa.Table.from_batches(list(batches)).sort_by("_ord").combine_chunks()
         name = shard_name(shard_index)
         write_parquet(to_document_table(table), os.path.join(self.output, name) if "://" not in self.output else f"{self.output}/{name}")
         yield name

@@ -2,6 +2,7 @@
 
     read (WARC/WET/ARC) -> extract -> dedup_in_document -> [global line census] -> dedup
         -> language -> perplexity_score -> [per-language cut-offs] -> perplexity (bucket filter)
+        -> quality (Wikipedia-vs-web classifier, threshold)
 
 The two bracketed points are global barriers; `beam_jobs/ccnet.py` runs the same steps on Beam with
 the census as a combine per hash range and the cut-offs as a global combine.
@@ -17,11 +18,12 @@ from pipeline.accounting import JobStats, StageStats, merge_stage_stats
 from pipeline.dedup import ApplyDedup, DuplicateTable, HashLines, LineCensus, census_input, census_parts
 from pipeline.extract import ExtractText
 from pipeline.langid import IdentifyLanguage
-from pipeline.models import default_lid_path, default_lm_dir, load_fasttext
+from pipeline.models import default_lid_path, default_lm_dir, default_quality_model_path, load_fasttext
 from pipeline.perplexity import BucketByPerplexity, ScorePerplexity, compute_cutoffs, load_cutoffs
+from pipeline.quality import DEFAULT_THRESHOLD, ScoreQuality
 from pipeline.warc import iter_raw_batches
 
-STAGES = ["read", "extract", "dedup_in_document", "dedup", "language", "perplexity_score", "perplexity"]
+STAGES = ["read", "extract", "dedup_in_document", "dedup", "language", "perplexity_score", "perplexity", "quality"]
 
 
 @dataclasses.dataclass
@@ -35,12 +37,17 @@ class CCNetConfig:
     lm_dir: str = dataclasses.field(default_factory=lambda: os.fspath(default_lm_dir()))
     cutoffs: str | None = None  # a cut-off file; None: <lm_dir>/cutoffs.json if present, else from this run
     keep_buckets: tuple[str, ...] = ("head", "middle")
+    quality_model: str | None = dataclasses.field(default_factory=lambda: _default_quality_model())
+    quality_threshold: float = DEFAULT_THRESHOLD
     batch_records: int = 64
+    read_parts: int = 2  # workers sharing one input file (each reads it, takes every n-th record)
 
     def check_models(self) -> None:
         """Fail before any work if a model is missing, with how to get it."""
         load_fasttext(self.lid_model)
         ScorePerplexity(self.lm_dir, self.lm_languages).check()
+        if self.quality_model is not None:
+            ScoreQuality(self.quality_model).load()
         if self.cutoffs is not None and not os.path.isfile(self.cutoffs):
             raise FileNotFoundError(f"perplexity cut-off file {self.cutoffs!r} not found (see `corpusmill lm-cutoffs`)")
 
@@ -67,6 +74,15 @@ class CCNetConfig:
     def bucket(self) -> BucketByPerplexity:
         return BucketByPerplexity(keep_buckets=self.keep_buckets)
 
+    def after_buckets(self) -> list:
+        return [self.bucket(), ScoreQuality(self.quality_model, self.quality_threshold)]
+
+
+def _default_quality_model() -> str | None:
+    """models/quality/wiki_vs_cc.bin if it exists; else no quality filter (the step notes it)."""
+    path = default_quality_model_path()
+    return os.fspath(path) if path.is_file() else None
+
 
 def perplexities_by_language(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
     langs = np.array(batch.column("language").to_pylist(), dtype=object)
@@ -90,10 +106,12 @@ def run_local(paths: list[str], config: CCNetConfig) -> tuple[pa.Table, JobStats
 
     hashed = []
     for file_index, path in enumerate(paths):
-        read = StageStats("read")
-        for _, raw in iter_raw_batches(path, file_index, read, dead, config.batch_records):
-            hashed.append(apply(config.before_census(), raw))
-        stats.append(read)
+        for part in range(config.read_parts):
+            read = StageStats("read")
+            for _, raw in iter_raw_batches(path, file_index, read, dead, config.batch_records, part, config.read_parts):
+                hashed.append(apply(config.before_census(), raw))
+            stats.append(read)
+    hashed.sort(key=lambda b: b.column("_ord")[0].as_py() if b.num_rows else -1)
     census: dict[int, LineCensus] = {}
     for batch in hashed:
         for r, (h, o) in census_parts(*census_input(batch), config.dedup_range_bits).items():
@@ -109,9 +127,9 @@ def run_local(paths: list[str], config: CCNetConfig) -> tuple[pa.Table, JobStats
             for lang, values in perplexities_by_language(b).items():
                 collected.setdefault(lang, []).append(values)
         cutoffs = compute_cutoffs({k: np.concatenate(v) for k, v in collected.items()})
-    bucket = config.bucket()
-    bucket.cutoffs = cutoffs
-    kept = [apply([bucket], b) for b in scored]
+    final = config.after_buckets()
+    final[0].cutoffs = cutoffs
+    kept = [apply(final, b) for b in scored]
     kept = [b for b in kept if b.num_rows]
     job = JobStats.from_merged("ccnet", STAGES, merge_stage_stats(stats))
     table_out = pa.Table.from_batches(kept).sort_by("_ord") if kept else None

@@ -5,6 +5,7 @@ Default folder: `$CORPUSMILL_MODELS`, else `models/` at the repository root (wha
   models/lm/<lang>.sp.model        SentencePiece model of the perplexity LM (`corpusmill train-lm`)
   models/lm/<lang>.arpa.bin        KenLM 5-gram, binary
   models/lm/cutoffs.json           perplexity bucket cut-offs (optional; else computed per run)
+  models/quality/wiki_vs_cc.bin    Wikipedia-vs-web quality classifier (optional; `corpusmill train-quality`)
 Processes cache loaded models by path, so Beam workers load each model once.
 """
 from __future__ import annotations
@@ -34,6 +35,10 @@ def default_lid_path() -> Path:
 
 def default_lm_dir() -> Path:
     return models_dir() / "lm"
+
+
+def default_quality_model_path() -> Path:
+    return models_dir() / "quality" / "wiki_vs_cc.bin"
 
 
 def tools_bin() -> Path:

@@ -42,6 +42,8 @@ _DIGIT_RE = re.compile(r"\d")
 
 
 def _strip_accents(line: str) -> str:
+    if line.isascii():
+        return line
     nfd = unicodedata.normalize("NFD", line)
     return "".join(c for c in nfd if unicodedata.category(c) != "Mn")
 

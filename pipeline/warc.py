@@ -15,6 +15,7 @@ offset, and the error; reading goes on with the next record where the format all
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import zlib
@@ -59,17 +60,15 @@ def _parse_content_type(value: str | None) -> tuple[str | None, str | None]:
     return media, charset
 
 
-def _read_payload(record) -> tuple[bytes, int]:
-    """The payload, and how many bytes of the declared block were missing (0 if complete)."""
-    payload = record.content_stream().read()
-    missing = getattr(record.raw_stream, "limit", 0) or 0  # warcio's LimitReader counts down to 0
-    return payload, int(missing)
-
-
 def iter_raw_batches(
-    path: str, file_index: int, stats: StageStats, dead_letters: list[dict], batch_records: int = 256
+    path: str, file_index: int, stats: StageStats, dead_letters: list[dict], batch_records: int = 256,
+    part: int = 0, parts: int = 1,
 ) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """Yield (batch number, RecordBatch in RAW_SCHEMA) for one input file; fill `stats` and `dead_letters`."""
+    """Yield (batch number, RecordBatch in RAW_SCHEMA) for one input file; fill `stats` and `dead_letters`.
+
+    With `parts` > 1, only the records whose index in the file is `part` modulo `parts` are taken (and
+    counted), so that several workers can share one file; the parts together are the whole file.
+    """
     rows: list[dict] = []
     batch_no = 0
     state = {"index": 0}
@@ -80,7 +79,7 @@ def iter_raw_batches(
             batch = pa.RecordBatch.from_pylist(rows, schema=RAW_SCHEMA)
             rows = []
             batch_no += 1
-            return batch_no - 1, batch
+            return (part << 20) | (batch_no - 1), batch
         return None
 
     def dead(reason: str, error: str, offset: int | None):
@@ -90,32 +89,20 @@ def iter_raw_batches(
             {"file": path, "record": state["index"], "offset": offset, "reason": reason, "error": error[:500]}
         )
 
-    for record, it, error in _records(path, state):
+    for record, payload, offset, error in _records(path, lambda index: index % parts == part):
+        if state["index"] % parts != part:
+            state["index"] += 1
+            continue
+        if record is not None and record.rec_type not in DOCUMENT_TYPES:
+            # Not a document (request, metadata, revisit...), well-formed or not: noted, not counted.
+            stats.notes[f"skipped_{record.rec_type}_records"] += 1
+            state["index"] += 1
+            continue
         if error is not None:
-            dead(*error, None)
+            dead(*error, offset)
             state["index"] += 1
             continue
         rec_type = record.rec_type
-        if rec_type not in DOCUMENT_TYPES:
-            stats.notes[f"skipped_{rec_type}_records"] += 1
-            state["index"] += 1
-            continue
-        try:
-            payload, missing = _read_payload(record)
-            offset = it.get_record_offset()  # only valid once the record has been read
-        except Exception as err:  # broken chunked encoding, corrupt deflate inside a member...
-            dead("unreadable_payload", f"{type(err).__name__}: {err}", None)
-            state["index"] += 1
-            continue
-        if missing:
-            dead("truncated_record", f"record is {missing} bytes shorter than its Content-Length", offset)
-            state["index"] += 1
-            continue
-        checker = getattr(record, "digest_checker", None)
-        if checker is not None and checker.passed is False:
-            dead("digest_mismatch", "; ".join(checker.problems), offset)
-            state["index"] += 1
-            continue
         headers = record.rec_headers
         status = None
         if rec_type == "response" and record.http_headers is not None:
@@ -159,40 +146,97 @@ class _QuietArchiveIterator(ArchiveIterator):
     INC_RECORD = ""
 
 
-def _records(path: str, state: dict):
-    """(record, iterator, None) per record, or (None, None, (reason, message)) where reading fails."""
+GZIP_MEMBER = b"\x1f\x8b\x08"
+_READ_ERRORS = (zlib.error, EOFError, OSError, ValueError)
+
+
+def _records(path: str, wanted=lambda index: True):
+    """Per record: (record, payload, offset, None) read and checked, or (None, None, offset, (reason, message)).
+
+    Records whose index is not `wanted` are not digest-checked (the caller skips them).
+    After a failure inside a gzip'ed file, reading resumes at the next gzip member header.
+    """
+    index = 0
     with open_input(path) as raw:
         data = raw.read()
-    yielded = 0
-    try:
-        it = _QuietArchiveIterator(io.BytesIO(data), arc2warc=True, check_digests=True)
-        for record in it:
-            yielded += 1
-            yield record, it, None
-        return
-    except ArchiveLoadFailed as err:
-        message = str(err).strip()
-        if "non-chunked gzip" not in message:
-            yield None, None, ("unreadable_archive", f"{message.splitlines()[0] if message else 'ArchiveLoadFailed'}")
+    gzipped = data[:2] == GZIP_MEMBER[:2]
+    pos = 0
+    while True:
+        it = _QuietArchiveIterator(io.BytesIO(data[pos:]), arc2warc=True, check_digests=True)
+        records = iter(it)
+        end, count = 0, 0
+        try:
+            while True:
+                take = wanted(index)
+                it.check_digests = take  # read per record by warcio: no digests for records not taken
+                with contextlib.redirect_stderr(_DISCARD):  # warcio prints zlib errors and carries on
+                    record = next(records, None)
+                    if record is None:
+                        return
+                    # Read even a record not taken: a truncated gzip member must be seen to resume after it.
+                    payload = record.content_stream().read()
+                offset = pos + it.get_record_offset()
+                problem = _check(record)
+                count += 1
+                index += 1
+                yield record, payload, offset, problem
+                if problem is not None and gzipped:
+                    # warcio reads nothing more after a broken member: resume at the next one.
+                    end = offset - pos
+                    break
+                end = offset - pos + it.get_record_length()
+            resume = data.find(GZIP_MEMBER, pos + end + 1)
+            if resume < 0:
+                return
+            pos = resume
+            continue
+        except ArchiveLoadFailed as err:
+            message = str(err).strip()
+            if "non-chunked gzip" in message:
+                yield from _records_of_single_member(data, skip=count)
+                return
+            failure = ("unreadable_archive", message.splitlines()[0] if message else "ArchiveLoadFailed")
+        except _READ_ERRORS as err:
+            failure = ("corrupt_compression" if gzipped else "unreadable_archive", f"{type(err).__name__}: {err}")
+        index += 1
+        yield None, None, pos + end, failure
+        resume = data.find(GZIP_MEMBER, pos + end + 1) if gzipped else -1
+        if resume < 0:
             return
-    except (zlib.error, EOFError, OSError, ValueError) as err:
-        yield None, None, ("corrupt_compression", f"{type(err).__name__}: {err}")
-        return
-    # The whole file is one gzip member: decompress it and read it as an uncompressed archive,
-    # skipping the records already read.
+        pos = resume
+
+
+class _Discard(io.TextIOBase):
+    def write(self, s):
+        return len(s)
+
+
+_DISCARD = _Discard()
+
+
+def _check(record) -> tuple[str, str] | None:
+    """Why a fully read record is malformed, or None."""
+    missing = getattr(record.raw_stream, "limit", 0) or 0  # warcio's LimitReader counts down to 0
+    if missing:
+        return "truncated_record", f"record is {missing} bytes shorter than its Content-Length"
+    checker = getattr(record, "digest_checker", None)
+    if checker is not None and checker.passed is False:
+        return "digest_mismatch", "; ".join(checker.problems)
+    return None
+
+
+def _records_of_single_member(data: bytes, skip: int):
+    """A file gzip'ed as one member (warcio refuses it): read it decompressed, after the `skip` records read."""
     try:
         plain = gzip.decompress(data)
-    except (zlib.error, EOFError, OSError) as err:
-        yield None, None, ("corrupt_compression", f"{type(err).__name__}: {err}")
+    except _READ_ERRORS as err:
+        yield None, None, 0, ("corrupt_compression", f"{type(err).__name__}: {err}")
         return
-    skip = yielded
+    it = _QuietArchiveIterator(io.BytesIO(plain), arc2warc=True, check_digests=True)
     try:
-        it = _QuietArchiveIterator(io.BytesIO(plain), arc2warc=True, check_digests=True)
-        for record in it:
-            if skip:
-                skip -= 1
-                record.content_stream().read()
-                continue
-            yield record, it, None
-    except (ArchiveLoadFailed, zlib.error, EOFError, OSError, ValueError) as err:
-        yield None, None, ("unreadable_archive", f"{type(err).__name__}: {str(err).strip()[:200]}")
+        for n, record in enumerate(it):
+            payload = record.content_stream().read()
+            if n >= skip:
+                yield record, payload, it.get_record_offset(), _check(record)
+    except (ArchiveLoadFailed,) + _READ_ERRORS as err:
+        yield None, None, None, ("unreadable_archive", f"{type(err).__name__}: {str(err).strip()[:200]}")

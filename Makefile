@@ -1,0 +1,53 @@
+# corpusmill: `make demo` runs the pipeline end to end on the bundled sample; `make test` runs the tests.
+# Both set up what they need first (idempotent): .venv, lid.176.ftz, KenLM's lmplz/build_binary.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CM     := $(BIN)/corpusmill
+DEMO   := runs/demo
+SAMPLE := data/sample
+
+.PHONY: demo test setup venv models tools clean-demo
+
+setup: venv models tools
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(BIN)/python -c "import apache_beam, fasttext, kenlm, sentencepiece, datasketch, torch, pipeline"
+	touch $@
+
+models: models/lid.176.ftz
+models/lid.176.ftz: | venv
+	scripts/fetch_lid.sh $@ $(BIN)/python
+
+tools: tools/bin/lmplz
+tools/bin/lmplz: | venv
+	scripts/build_kenlm.sh tools/bin $(BIN)/python
+
+# The perplexity LM of the demo: CCNet's recipe on the bundled English Wikipedia slice.
+models/lm/en.arpa.bin: | setup
+	$(CM) train-lm --input $(SAMPLE)/wikipedia/summaries-en.jsonl.gz --language en --vocab-size 8000
+
+demo: setup models/lm/en.arpa.bin
+	@echo "== web pipeline without quality filter (the classifier's negatives)"
+	$(CM) ccnet --input '$(SAMPLE)/commoncrawl/*.warc.gz' --output $(DEMO)/ccnet-unfiltered \
+	    --no-quality --keep-buckets head,middle,tail
+	@echo "== Wikipedia-vs-web quality classifier"
+	$(CM) train-quality --positives $(SAMPLE)/wikipedia/summaries-en.jsonl.gz \
+	    --negatives '$(DEMO)/ccnet-unfiltered/*.parquet' --output $(DEMO)/quality
+	@echo "== web pipeline (CCNet + quality filter), with the real malformed WARC/ARC samples"
+	$(CM) ccnet --input '$(SAMPLE)/commoncrawl/*.warc.gz' '$(SAMPLE)/commoncrawl/malformed/*' \
+	    --output $(DEMO)/ccnet --quality-model $(DEMO)/quality/wiki_vs_cc.bin
+	@echo "== statistics"
+	$(CM) stats $(DEMO) --html $(DEMO)/report
+	@echo
+	@echo "demo output: $(abspath $(DEMO))/  (one folder per job; report: $(abspath $(DEMO))/report/index.html)"
+
+test: setup
+	$(BIN)/python -m pytest
+
+clean-demo:
+	rm -rf $(DEMO)

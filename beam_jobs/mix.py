@@ -1,0 +1,181 @@
+"""`corpusmill mix`: per-source token shards -> the training stream in the target shares.
+
+The plan (which whole documents of each source, how many epochs, in which global order) is made up
+front from the `.idx` lengths alone (`tokenizer/mix.py`: seeded, whole documents, each share within
+the tolerance or a clear error); Beam then writes the mixed shards in parallel, each one a pure
+function of the plan, and the manifest last.
+
+Graph:
+    plan (driver) -> shards [(source, document) arrays] -> WriteMixedShard -> mixed-NNNNN.{bin,idx,src}
+        -> Finalize: manifest.json (docs/token-shards.md) + stats.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import apache_beam as beam
+import numpy as np
+
+from beam_jobs.common import pipeline_options
+from pipeline.accounting import JobStats, StageStats
+from pipeline.runs import InputError, atomic_write_bytes, finalize, input_fingerprint, is_complete, load_stats
+from pipeline.schema import SOURCES
+from tokenizer import spm as spm_lib
+from tokenizer.inputs import parse_shares, target_shares
+from tokenizer.mix import SourceDocuments, achieved_shares, check_shares, plan_mix, shuffle_and_shard, write_mixed_shard
+
+STAGE = "mix"
+SHARD_EXTS = (".bin", ".idx", ".src")
+
+
+def mixed_prefix(index: int) -> str:
+    return f"mixed-{index:05d}"
+
+
+def read_token_manifest(folder: str) -> dict:
+    path = os.path.join(folder, "manifest.json")
+    if not os.path.isfile(path):
+        raise InputError(f"{folder}: no manifest.json (run corpusmill tokenize into it first)")
+    manifest = json.load(open(path))
+    if manifest.get("format") != "megatron-mmidx-v1" or manifest.get("dtype") != "uint16":
+        raise InputError(f"{path}: format {manifest.get('format')!r} dtype {manifest.get('dtype')!r}, expected megatron-mmidx-v1 uint16")
+    return manifest
+
+
+def source_prefixes(folder: str, manifest: dict) -> dict[str, list[str]]:
+    """Source -> its shard prefixes (absolute), in the manifest's order (which fixes document numbering)."""
+    out: dict[str, list[str]] = {}
+    for shard in manifest["shards"]:
+        name = shard.get("source")
+        if name is None:
+            raise InputError(f"{folder}/manifest.json: shard {shard['prefix']} names no source (is it a mixed stream?)")
+        out.setdefault(name, []).append(os.path.join(folder, shard["prefix"]))
+    return {s: out[s] for s in SOURCES if s in out}
+
+
+class WriteMixedShard(beam.DoFn):
+    def __init__(self, output: str, prefixes: dict[str, list[str]]):
+        self.output, self.prefixes = output, prefixes
+
+    def setup(self):
+        self.by_source = {SOURCES.index(s): SourceDocuments(p) for s, p in self.prefixes.items()}
+
+    def process(self, element):
+        index, sources, documents = element
+        prefix = mixed_prefix(index)
+        info = write_mixed_shard(os.path.join(self.output, prefix), sources, documents, self.by_source)
+        yield {"prefix": prefix, **info}
+
+
+class FinalizeMix(beam.DoFn):
+    def __init__(self, output: str, manifest_base: dict, stats: JobStats):
+        self.output, self.manifest_base, self.stats = output, manifest_base, stats
+
+    def process(self, _, shards):
+        shards = sorted(shards, key=lambda s: s["prefix"])
+        manifest = dict(self.manifest_base)
+        manifest["shards"] = shards
+        manifest["total"] = {"documents": sum(s["documents"] for s in shards), "tokens": sum(s["tokens"] for s in shards)}
+        planned = manifest["planned_total"]
+        if manifest["total"] != planned:
+            raise AssertionError(f"mixed shards hold {manifest['total']}, the plan says {planned}")
+        keep = {s["prefix"] for s in shards}
+        for name in os.listdir(self.output):
+            stem, ext = os.path.splitext(name)
+            if ext in SHARD_EXTS and stem.startswith("mixed-") and stem not in keep:
+                os.remove(os.path.join(self.output, name))
+        atomic_write_bytes(os.path.join(self.output, "manifest.json"), (json.dumps(manifest, indent=2) + "\n").encode())
+        files = ["manifest.json"] + [s["prefix"] + ext for s in shards for ext in SHARD_EXTS]
+        finalize(self.output, self.stats, files, [])
+        yield manifest
+
+
+def plan(input_folder: str, shares_text: str | None, renormalize: bool, tokens: int | None, seed: int, tolerance: float,
+         shard_tokens: int, tokenizer_path: str | None):
+    manifest = read_token_manifest(input_folder)
+    if tokenizer_path and spm_lib.file_sha256(tokenizer_path) != manifest["tokenizer"]["sha256"]:
+        raise InputError(f"{input_folder}: its token shards were made with another tokenizer than {tokenizer_path}")
+    prefixes = source_prefixes(input_folder, manifest)
+    targets = target_shares(parse_shares(shares_text), [s for s in prefixes if manifest["sources"][s]["tokens"] > 0], renormalize)
+    prefixes = {s: prefixes[s] for s in targets}
+    docs = {s: SourceDocuments(p) for s, p in prefixes.items()}
+    lengths = {s: d.lengths for s, d in docs.items()}
+    total = int(tokens) if tokens else int(sum(int(v.sum()) for v in lengths.values()))
+    plans = plan_mix(lengths, targets, total, seed)
+    check_shares(plans, tolerance)
+    shards = shuffle_and_shard(plans, lengths, {s: SOURCES.index(s) for s in plans}, seed, shard_tokens)
+    return manifest, prefixes, targets, lengths, plans, shards, total
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="folder of per-source token shards (from corpusmill tokenize)")
+    parser.add_argument("--output", required=True, help="folder for mixed-NNNNN.{bin,idx,src}, manifest.json, stats.json")
+    parser.add_argument("--tokens", type=int, default=None, help="size of the training stream in tokens (default: all tokens of the input)")
+    parser.add_argument("--shares", default=None, help="target shares, e.g. commoncrawl=67,c4=15,github=4.5,... (default: LLaMA's)")
+    parser.add_argument("--renormalize", action="store_true", help="spread the share of missing sources over the present ones")
+    parser.add_argument("--tolerance", type=float, default=0.005, help="largest |achieved - target| share allowed (default: 0.005 = 0.5 pp)")
+    parser.add_argument("--seed", type=int, default=2023)
+    parser.add_argument("--shard-tokens", type=int, default=1 << 28, help="tokens per mixed shard, at most (one document may pass it) (default: %(default)s)")
+    parser.add_argument("--tokenizer", default=None, help="check that the input was tokenized with this model")
+    parser.add_argument("--force", action="store_true", help="rerun even if OUTPUT holds a complete run of the same inputs and config")
+
+
+def run(args, beam_args: list[str]) -> int:
+    manifest, prefixes, targets, lengths, plans, shards, total = plan(
+        args.input, args.shares, args.renormalize, args.tokens, args.seed, args.tolerance, args.shard_tokens, args.tokenizer
+    )
+    settings = {"tokens": total, "targets": targets, "seed": args.seed, "tolerance": args.tolerance, "shard_tokens": args.shard_tokens}
+    inputs = [p + ext for ps in prefixes.values() for p in ps for ext in (".bin", ".idx")]
+    fingerprint = input_fingerprint(inputs, settings)
+    if not args.force and is_complete(args.output, fingerprint):
+        print(f"{args.output}: up to date (same inputs and config); --force reruns")
+        return 0
+    shares = achieved_shares(plans)
+    stage = StageStats(STAGE)
+    for name, p in plans.items():
+        distinct = len(np.unique(p.documents))
+        stage.docs_in += p.available_documents
+        stage.docs_out += distinct
+        stage.drop("not_sampled", p.available_documents - distinct)
+        stage.notes["repeated_documents"] += len(p.documents) - distinct
+    base = {
+        "format": "megatron-mmidx-v1",
+        "dtype": "uint16",
+        "tokenizer": manifest["tokenizer"],
+        "source_names": list(SOURCES),
+        "sources": {
+            name: {
+                "documents": int(len(p.documents)),
+                "tokens": p.tokens,
+                "epochs": p.epochs,
+                "share": shares[name],
+                "target": p.target,
+                "available_documents": p.available_documents,
+                "available_tokens": p.available_tokens,
+            }
+            for name, p in plans.items()
+        },
+        "requested_tokens": total,
+        "seed": args.seed,
+        "input": os.path.abspath(args.input),
+        "planned_total": {"documents": int(sum(len(p.documents) for p in plans.values())), "tokens": int(sum(p.tokens for p in plans.values()))},
+    }
+    job = JobStats("mix", [stage], {"fingerprint": fingerprint, "config": settings, "sources": base["sources"]})
+    os.makedirs(args.output, exist_ok=True)
+    started = time.time()
+    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+        written = (
+            p
+            | "Shards" >> beam.Create([(i, s, d) for i, (s, d) in enumerate(shards)])
+            | "Spread" >> beam.Reshuffle()
+            | "WriteMixedShard" >> beam.ParDo(WriteMixedShard(args.output, prefixes))
+        )
+        _ = p | "CloseRun" >> beam.Create([None]) | "Finalize" >> beam.ParDo(FinalizeMix(args.output, base, job), beam.pvalue.AsList(written))
+    out = json.load(open(os.path.join(args.output, "manifest.json")))
+    print(f"mix: {out['total']['tokens']} tokens, {out['total']['documents']} documents in {len(out['shards'])} shard(s) -> {args.output} ({time.time() - started:.1f} s)")
+    for name, s in out["sources"].items():
+        print(f"  {name:<14} {s['tokens']:>12} tokens {s['share']:7.2%} (target {s['target']:.2%}), epochs {s['epochs']:.2f}")
+    return 0

@@ -1,0 +1,174 @@
+"""`corpusmill tokenize`: each source's document shards -> token shards (Megatron indexed dataset).
+
+Graph:
+    (source, input file) -> Reshuffle -> TokenizeFile: read row groups, encode in big batches
+    (SentencePiece threads), stream tokens into OUTPUT/<source>-NNNNN.bin, then .idx and .src
+    -> Finalize: manifest.json (docs/token-shards.md) + stats.json (empty / whitespace-only counted)
+
+One token shard per input file, named by the source and the file's place in that source's sorted
+file list, so the output does not depend on the number of workers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from beam_jobs.common import STATS, MergeStats, pipeline_options
+from pipeline.accounting import JobStats, StageStats
+from pipeline.runs import InputError, atomic_write_bytes, finalize, input_fingerprint, is_complete, load_stats
+from pipeline.schema import SOURCES
+from tokenizer import spm as spm_lib
+from tokenizer.encode import EncodeConfig, encode_batch
+from tokenizer.inputs import resolve_inputs
+from tokenizer.megatron import ShardWriter
+
+STAGE = "tokenize"
+SHARD_EXTS = (".bin", ".idx", ".src")
+
+
+def shard_prefix(source: str, index: int) -> str:
+    return f"{source}-{index:05d}"
+
+
+class TokenizeFile(beam.DoFn):
+    def __init__(self, model_path: str, output: str, config: EncodeConfig, batch_docs: int):
+        self.model_path, self.output, self.config, self.batch_docs = model_path, output, config, batch_docs
+
+    def setup(self):
+        self.sp = spm_lib.load(self.model_path)
+
+    def process(self, element):
+        source, index, path = element
+        prefix = shard_prefix(source, index)
+        stats = StageStats(STAGE)
+        reader = pq.ParquetFile(path)
+        record = 0
+        with ShardWriter(os.path.join(self.output, prefix), write_sources=True) as writer:
+            for batch in reader.iter_batches(batch_size=self.batch_docs, columns=["source", "text"]):
+                if pc.any(pc.not_equal(batch.column("source"), source)).as_py():
+                    wrong = np.flatnonzero(np.asarray(batch.column("source").to_pylist(), dtype=object) != source)
+                    raise InputError(f"{path}: record {record + int(wrong[0])} has source {batch.column('source')[int(wrong[0])]}, expected {source!r}")
+                tokens, lengths, batch_stats = encode_batch(self.sp, batch.column("text"), self.config, STAGE)
+                if len(tokens) and int(tokens.max()) >= self.sp.get_piece_size():
+                    raise ValueError(f"{path}: token id beyond the vocabulary")
+                writer.add(tokens, lengths, SOURCES.index(source))
+                stats.merge(batch_stats)
+                record += batch.num_rows
+        yield {"prefix": prefix, "source": source, "input": path, "documents": writer.documents, "tokens": writer.tokens}
+        yield beam.pvalue.TaggedOutput(STATS, stats)
+
+
+def build_manifest(shards: list[dict], tokenizer: dict) -> dict:
+    """The manifest of docs/token-shards.md for unmixed shards: shares are the sources' natural ones, no target."""
+    shards = sorted(shards, key=lambda s: (SOURCES.index(s["source"]), s["prefix"]))
+    names = [s for s in SOURCES if any(x["source"] == s for x in shards)]
+    total_docs = sum(s["documents"] for s in shards)
+    total_tokens = sum(s["tokens"] for s in shards)
+    sources = {}
+    for name in names:
+        docs = sum(s["documents"] for s in shards if s["source"] == name)
+        tokens = sum(s["tokens"] for s in shards if s["source"] == name)
+        sources[name] = {"documents": docs, "tokens": tokens, "epochs": 1.0,
+                         "share": tokens / total_tokens if total_tokens else 0.0, "target": None}
+    return {
+        "format": "megatron-mmidx-v1",
+        "dtype": "uint16",
+        "tokenizer": tokenizer,
+        # .src bytes index SOURCES, so the list is the full fixed one, not only the sources present.
+        "source_names": list(SOURCES),
+        "shards": [{"prefix": s["prefix"], "documents": s["documents"], "tokens": s["tokens"], "source": s["source"], "input": s["input"]} for s in shards],
+        "sources": sources,
+        "total": {"documents": total_docs, "tokens": total_tokens},
+    }
+
+
+def tokenizer_card(model_path: str) -> dict:
+    sp = spm_lib.load(model_path)
+    if sp.get_piece_size() > (1 << 16):
+        raise ValueError(f"{model_path}: vocabulary of {sp.get_piece_size()} does not fit uint16 token shards")
+    return {"path": os.path.abspath(model_path), "sha256": spm_lib.file_sha256(model_path), "vocab_size": sp.get_piece_size(),
+            "bos_id": sp.bos_id(), "eos_id": sp.eos_id()}
+
+
+def remove_stale_shards(output: str, keep: set[str]) -> None:
+    """Token shards an earlier run with other inputs left behind (finalize only cleans part-* files)."""
+    for name in os.listdir(output):
+        stem, ext = os.path.splitext(name)
+        if ext in SHARD_EXTS and stem not in keep and stem.split("-")[0] in SOURCES:
+            os.remove(os.path.join(output, name))
+
+
+class FinalizeTokenize(beam.DoFn):
+    def __init__(self, output: str, tokenizer: dict, extra: dict):
+        self.output, self.tokenizer, self.extra = output, tokenizer, extra
+
+    def process(self, _, shards, stats):
+        manifest = build_manifest(list(shards), self.tokenizer)
+        job = JobStats.from_merged("tokenize", [STAGE], stats, **self.extra)
+        job.extra["sources"] = manifest["sources"]
+        remove_stale_shards(self.output, {s["prefix"] for s in manifest["shards"]})
+        atomic_write_bytes(os.path.join(self.output, "manifest.json"), (json.dumps(manifest, indent=2) + "\n").encode())
+        files = ["manifest.json"] + [s["prefix"] + ext for s in manifest["shards"] for ext in SHARD_EXTS]
+        finalize(self.output, job, files, [])
+        yield job.to_dict()
+
+
+def build(p, inputs: dict[str, list[str]], model_path: str, output: str, config: EncodeConfig, batch_docs: int, extra: dict):
+    tokenizer = tokenizer_card(model_path)
+    elements = [(source, i, path) for source, paths in inputs.items() for i, path in enumerate(paths)]
+    out = (
+        p
+        | "Files" >> beam.Create(elements)
+        | "Spread" >> beam.Reshuffle()
+        | "TokenizeFile" >> beam.ParDo(TokenizeFile(model_path, output, config, batch_docs)).with_outputs(STATS, main="shards")
+    )
+    stats = out[STATS] | "MergeStats" >> beam.CombineGlobally(MergeStats())
+    return (
+        p
+        | "CloseRun" >> beam.Create([None])
+        | "Finalize" >> beam.ParDo(FinalizeTokenize(output, tokenizer, extra), beam.pvalue.AsList(out.shards), beam.pvalue.AsSingleton(stats))
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", default=None, help="run folder whose sub-folders are finished source jobs (e.g. runs/demo)")
+    parser.add_argument("--source", action="append", default=[], metavar="NAME=GLOB", help="a source's document shards (repeatable; overrides --input)")
+    parser.add_argument("--tokenizer", required=True, help="SentencePiece .model (from corpusmill train-tokenizer)")
+    parser.add_argument("--output", required=True, help="folder for <source>-NNNNN.{bin,idx,src}, manifest.json, stats.json")
+    parser.add_argument("--no-bos", action="store_true", help="do not start each document with BOS")
+    parser.add_argument("--no-eos", action="store_true", help="do not end each document with EOS")
+    parser.add_argument("--threads", type=int, default=1, help="SentencePiece encoding threads per worker (default: %(default)s)")
+    parser.add_argument("--batch-docs", type=int, default=4096, help="documents per encode call (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="rerun even if OUTPUT holds a complete run of the same inputs and config")
+
+
+def run(args, beam_args: list[str]) -> int:
+    inputs = resolve_inputs(args.input, args.source)
+    if not os.path.isfile(args.tokenizer):
+        raise FileNotFoundError(f"{args.tokenizer}: no tokenizer model (run corpusmill train-tokenizer)")
+    config = EncodeConfig(add_bos=not args.no_bos, add_eos=not args.no_eos, threads=args.threads)
+    paths = [p for ps in inputs.values() for p in ps]
+    settings = {"add_bos": config.add_bos, "add_eos": config.add_eos, "tokenizer_sha256": spm_lib.file_sha256(args.tokenizer),
+                "sources": {s: len(v) for s, v in inputs.items()}}
+    fingerprint = input_fingerprint(paths, settings)
+    if not args.force and is_complete(args.output, fingerprint):
+        print(f"{args.output}: up to date (same inputs and config); --force reruns")
+        return 0
+    os.makedirs(args.output, exist_ok=True)
+    started = time.time()
+    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+        build(p, inputs, args.tokenizer, args.output, config, args.batch_docs, {"fingerprint": fingerprint, "config": settings})
+    stats = load_stats(args.output)
+    print(f"tokenize: {stats['read']} documents read, {stats['kept']} written -> {args.output} ({time.time() - started:.1f} s)")
+    for reason, n in stats["dropped"].items():
+        print(f"  not written ({reason}): {n}")
+    for name, s in stats["sources"].items():
+        print(f"  {name:<14} {s['documents']:>9} documents {s['tokens']:>12} tokens ({s['share']:.1%})")
+    return 0

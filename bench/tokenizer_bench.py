@@ -1,0 +1,130 @@
+"""Benchmarks of `corpusmill train-tokenizer` and `corpusmill tokenize` against bare SentencePiece.
+
+    PYTHONPATH=. .venv/bin/python bench/tokenizer_bench.py [--corpus /work/shared/corpus] [--workers 2]
+
+1. Document shards (the real schema) from the shared corpus's text sources: C4, GitHub, Wikipedia
+   summaries (en/es/fr), Gutenberg books, arXiv (RedPajama form), StackExchange posts; each source
+   as `--files` shards, `--repeat` copies of the text (to make the run long enough to measure).
+2. Training: wall time of the whole `corpusmill train-tokenizer` job (Beam sampling + training)
+   against bare SentencePiece training (`SentencePieceTrainer.train`, the library behind `spm_train`)
+   with the same trainer_spec on the same sample files the job wrote. Goal: <= 1.1x.
+3. Encoding: tokens/s per core of the whole `corpusmill tokenize` job (Beam, N workers, reading
+   Parquet, writing .bin/.idx) against bare `sp.encode(texts, num_threads=N)` of the same documents
+   already in memory, in the same run. Goal: >= 90 %.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from pipeline.accounting import JobStats, StageStats  # noqa: E402
+from pipeline.runs import write_parquet  # noqa: E402
+from pipeline.schema import document_id, to_document_table  # noqa: E402
+from tokenizer import spm as spm_lib  # noqa: E402
+
+
+def corpus_documents(corpus: str) -> dict[str, list[tuple[str, str]]]:
+    docs: dict[str, list[tuple[str, str]]] = {}
+    with gzip.open(os.path.join(corpus, "c4/c4-00000.json.gz"), "rt", encoding="utf-8") as f:
+        docs["c4"] = [(r["url"], r["text"]) for r in map(json.loads, f)]
+    with gzip.open(os.path.join(corpus, "github/github-00000.jsonl.gz"), "rt", encoding="utf-8") as f:
+        docs["github"] = [(f"{r['repo_name']}/{r['path']}", r["content"]) for r in map(json.loads, f)]
+    docs["wikipedia"] = []
+    for lang in ("en", "es", "fr"):
+        with gzip.open(os.path.join(corpus, f"wikipedia/summaries-{lang}.jsonl.gz"), "rt", encoding="utf-8") as f:
+            docs["wikipedia"] += [(f"{lang}:{r['title']}", r["text"]) for r in map(json.loads, f)]
+    docs["books"] = []
+    for path in sorted(glob.glob(os.path.join(corpus, "books/gutenberg/*.txt"))):
+        raw = open(path, "rb").read()
+        docs["books"].append((os.path.basename(path), raw.decode("utf-8-sig") if path.endswith("-0.txt") else raw.decode("latin-1")))
+    with open(os.path.join(corpus, "arxiv/arxiv.jsonl"), encoding="utf-8") as f:
+        docs["arxiv"] = [(r["meta"]["arxiv_id"], r["text"]) for r in map(json.loads, f)]
+    docs["stackexchange"] = []
+    for path in sorted(glob.glob(os.path.join(corpus, "stackexchange/*/Posts.xml"))):
+        site = os.path.basename(os.path.dirname(path))
+        for row in ET.parse(path).getroot().iter("row"):
+            docs["stackexchange"].append((f"{site}/{row.get('Id')}", (row.get("Title") or "") + "\n" + (row.get("Body") or "")))
+    return docs
+
+
+def write_run(root: str, docs: dict, files: int, repeat: int) -> None:
+    for source, items in docs.items():
+        rows = [{"id": document_id(source, f"{native}#{copy}"), "source": source, "text": text}
+                for copy in range(repeat) for native, text in items]
+        folder = os.path.join(root, source)
+        os.makedirs(folder, exist_ok=True)
+        size = -(-len(rows) // files)
+        for i in range(files):
+            write_parquet(to_document_table(pa.Table.from_pylist(rows[i * size : (i + 1) * size])), os.path.join(folder, f"part-{i:05d}.parquet"))
+        open(os.path.join(folder, "stats.json"), "w").write(JobStats(source, [StageStats("read", len(rows), len(rows))]).to_json())
+
+
+def cli(*args: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..")})
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpus", default="/work/shared/corpus")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--files", type=int, default=4, help="shards per source")
+    ap.add_argument("--repeat", type=int, default=3, help="copies of the text (tokenize benchmark size)")
+    ap.add_argument("--vocab-size", type=int, default=32000)
+    ap.add_argument("--sample-chars", type=int, default=20_000_000)
+    ap.add_argument("--in-memory-train", action="store_true", help="run train-tokenizer's Beam graph in one process")
+    args = ap.parse_args()
+    beam = [f"--direct_num_workers={args.workers}", "--direct_running_mode=multi_processing"]
+    with tempfile.TemporaryDirectory() as tmp:
+        run = os.path.join(tmp, "run")
+        write_run(run, corpus_documents(args.corpus), args.files, args.repeat)
+        texts = [t for path in sorted(glob.glob(os.path.join(run, "*", "part-*.parquet")))
+                 for t in pq.read_table(path, columns=["text"]).column("text").to_pylist() if t.strip()]  # the job skips blank documents
+        print(f"corpus: {len(texts)} documents, {sum(map(len, texts)):,} characters, {args.workers} worker(s)/thread(s)")
+
+        tok = os.path.join(tmp, "tok")
+        job_s = cli("train-tokenizer", "--direct_running_mode=in_memory" if args.in_memory_train else "--direct_running_mode=multi_processing", "--input", run, "--output", tok, "--vocab-size", str(args.vocab_size), "--sample-chars",
+                    str(args.sample_chars), "--renormalize", "--threads", str(args.workers), f"--direct_num_workers={args.workers}")
+        card = json.load(open(os.path.join(tok, "tokenizer.json")))
+        sample = [os.path.join(tok, f) for f in card["sample_files"] if os.path.getsize(os.path.join(tok, f))]
+        started = time.perf_counter()
+        spm_lib.train(",".join(sample), os.path.join(tmp, "bare"), args.vocab_size, args.workers)
+        bare_s = time.perf_counter() - started
+        sample_mb = sum(os.path.getsize(f) for f in sample) / 1e6
+        print(f"train-tokenizer (vocab {args.vocab_size}, sample {sample_mb:.1f} MB): job {job_s:.1f} s, bare SentencePiece "
+              f"{bare_s:.1f} s -> {job_s / bare_s:.2f}x (goal <= 1.1x; training inside the job {card['train_seconds']:.1f} s)")
+
+        model = os.path.join(tok, "tokenizer.model")
+        sp = spm_lib.load(model)
+        started = time.perf_counter()
+        encoded = sp.encode(texts, return_type="numpy", num_threads=args.workers)
+        bare_enc_s = time.perf_counter() - started
+        bare_tokens = sum(len(e) for e in encoded)
+        out = os.path.join(tmp, "tokens")
+        job_enc_s = cli("tokenize", "--input", run, "--tokenizer", model, "--output", out, "--threads", "1", *beam)
+        manifest = json.load(open(os.path.join(out, "manifest.json")))
+        job_tokens = manifest["total"]["tokens"] - 2 * manifest["total"]["documents"]  # without BOS/EOS, as bare
+        assert job_tokens == bare_tokens, (job_tokens, bare_tokens)
+        bare_rate = bare_tokens / bare_enc_s / args.workers
+        job_rate = job_tokens / job_enc_s / args.workers
+        print(f"tokenize ({bare_tokens:,} tokens): job {job_enc_s:.1f} s = {job_rate:,.0f} tokens/s/core, bare sp.encode "
+              f"{bare_enc_s:.1f} s = {bare_rate:,.0f} tokens/s/core -> {job_rate / bare_rate:.0%} (goal >= 90 %)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The Wikipedia-vs-web linear quality classifier (LLaMA paper, CommonCrawl section; RedPajama v1's
+`wiki_prob`): a fastText supervised model, `__label__wiki` against `__label__cc`.
+
+Training and scoring prepare text the same way (`prepare`): newlines become spaces, whitespace runs
+collapse, lowercase. Examples are deduplicated (exact, on the prepared text), balanced (the larger
+class is sampled down to the smaller) and shuffled with a fixed seed, then split into train and
+held-out sets; the saved model comes with a JSON card (data sources and counts, hyper-parameters,
+held-out ROC AUC, accuracy, precision and recall at the threshold).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import tempfile
+
+import numpy as np
+
+from classifiers.metrics import summarize
+
+POSITIVE, NEGATIVE = "__label__wiki", "__label__cc"
+MAX_CHARS = 20_000  # fastText reads at most this much of a page anyway for a useful signal
+
+
+def prepare(text: str) -> str:
+    return " ".join(text[:MAX_CHARS].split()).lower()
+
+
+@dataclasses.dataclass
+class QualityHyperParameters:
+    epoch: int = 25
+    lr: float = 0.5
+    dim: int = 64
+    wordNgrams: int = 2
+    minCount: int = 1
+    bucket: int = 200_000
+    loss: str = "softmax"
+    thread: int = 1  # one thread: fastText's training is only deterministic on one
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class TrainingSet:
+    train: list[tuple[str, str]]  # (label, prepared text)
+    heldout: list[tuple[str, str]]
+    counts: dict
+
+
+def build_training_set(
+    positives: list[str], negatives: list[str], seed: int = 0, heldout_fraction: float = 0.1, max_per_class: int | None = None
+) -> TrainingSet:
+    counts = {"positives_in": len(positives), "negatives_in": len(negatives)}
+    pos = _dedup(prepare(t) for t in positives)
+    neg = _dedup(prepare(t) for t in negatives)
+    overlap = set(pos) & set(neg)  # the same text under both labels teaches nothing
+    pos = [t for t in pos if t not in overlap]
+    neg = [t for t in neg if t not in overlap]
+    counts.update(positives_unique=len(pos), negatives_unique=len(neg), overlap_removed=len(overlap))
+    if not pos or not neg:
+        raise ValueError(
+            f"the quality classifier needs both classes: {len(pos)} distinct positive (wiki) and {len(neg)} distinct "
+            "negative (web) examples"
+        )
+    n = min(len(pos), len(neg), max_per_class or 1 << 62)
+    rng = random.Random(seed)
+    pos, neg = rng.sample(sorted(pos), n), rng.sample(sorted(neg), n)
+    examples = [(POSITIVE, t) for t in pos] + [(NEGATIVE, t) for t in neg]
+    rng.shuffle(examples)
+    n_held = max(2, int(round(len(examples) * heldout_fraction))) if len(examples) >= 10 else 0
+    heldout, train = examples[:n_held], examples[n_held:]
+    if n_held and len({label for label, _ in heldout}) < 2:  # keep both classes in a tiny held-out set
+        heldout, train = _stratified(examples, n_held)
+    counts.update(per_class=n, train=len(train), heldout=len(heldout))
+    return TrainingSet(train, heldout, counts)
+
+
+def _stratified(examples, n_held):
+    pos = [e for e in examples if e[0] == POSITIVE]
+    neg = [e for e in examples if e[0] == NEGATIVE]
+    held = pos[: n_held // 2] + neg[: n_held - n_held // 2]
+    rest = pos[n_held // 2 :] + neg[n_held - n_held // 2 :]
+    return held, rest
+
+
+def _dedup(texts) -> list[str]:
+    seen, out = set(), []
+    for t in texts:
+        if t and t not in seen:
+            seen.add(t)
+            out.append(t)
+    return out
+
+
+def write_fasttext_file(path: str, examples: list[tuple[str, str]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for label, text in examples:
+            f.write(f"{label} {text}\n")
+
+
+class QualityModel:
+    """A loaded classifier: `wiki_probability(texts)` -> P(wiki) per text."""
+
+    def __init__(self, model):
+        self.model = model
+        labels = set(model.get_labels())
+        if labels != {POSITIVE, NEGATIVE}:
+            raise ValueError(
+                f"not a quality classifier: its labels are {sorted(labels)[:5]}, expected {POSITIVE} and {NEGATIVE} "
+                "(train one with `corpusmill train-quality`)"
+            )
+
+    @classmethod
+    def load(cls, path: str) -> "QualityModel":
+        from pipeline.models import load_fasttext
+
+        return cls(load_fasttext(path, "quality classifier", "train one with `corpusmill train-quality` or pass --quality-model"))
+
+    def wiki_probability(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.empty(0, np.float32)
+        labels, probs = self.model.predict([prepare(t) for t in texts], k=2)
+        out = np.empty(len(texts), np.float32)
+        for i, (lab, p) in enumerate(zip(labels, probs)):
+            d = dict(zip(lab, p))
+            out[i] = min(1.0, float(d.get(POSITIVE, 0.0)))
+        return out
+
+
+def train(training: TrainingSet, output_model: str, hyper: QualityHyperParameters, threshold: float, sources: dict) -> dict:
+    """Train, evaluate on the held-out split, save the model and its card (`<model>.json`)."""
+    import fasttext
+
+    os.makedirs(os.path.dirname(os.path.abspath(output_model)), exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(output_model)), prefix=".tmp-quality-") as tmp:
+        train_path = os.path.join(tmp, "train.txt")
+        write_fasttext_file(train_path, training.train)
+        model = fasttext.train_supervised(input=train_path, verbose=0, **dataclasses.asdict(hyper))
+        tmp_model = os.path.join(tmp, "model.bin")
+        model.save_model(tmp_model)
+        os.replace(tmp_model, output_model)
+    heldout = None
+    if training.heldout:
+        qm = QualityModel(model)
+        labels = np.array([label == POSITIVE for label, _ in training.heldout])
+        # The held-out texts are already prepared; prepare() is idempotent.
+        scores = qm.wiki_probability([t for _, t in training.heldout])
+        heldout = summarize(labels, scores, threshold)
+    card = {
+        "model": os.path.basename(output_model),
+        "task": "P(wikipedia) vs web page, fastText supervised (linear)",
+        "labels": {"positive": POSITIVE, "negative": NEGATIVE},
+        "preparation": "newlines -> spaces, whitespace collapsed, lowercased, first 20,000 characters",
+        "data": {"sources": sources, "counts": training.counts},
+        "hyper_parameters": dataclasses.asdict(hyper),
+        "threshold": threshold,
+        "heldout": heldout,
+        "sha256": _sha256(output_model),
+    }
+    with open(output_model + ".json", "w") as f:
+        json.dump(card, f, indent=2)
+    return card
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

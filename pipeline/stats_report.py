@@ -1,0 +1,390 @@
+"""Rendering a statistics report (the dict built by `pipeline.shard_stats.build_report`).
+
+- `render_terminal`: rich tables.
+- `to_json`: the report as JSON (stable key order, for machines).
+- `write_html`: DIR/index.html plus one PNG per plot next to it, referenced by relative path. The
+  folder is self-contained (no scripts, style sheets, fonts or images from elsewhere), so it can be
+  copied, zipped or served as it is; PNG files (rather than base64 inside the page) keep the page
+  small and let the plots be reused on their own. Plots are drawn with matplotlib's Agg backend.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+
+from pipeline.shard_stats import LENGTH_BINS_PER_OCTAVE, QUALITY_NBINS, folders_of
+
+TOP_LANGUAGES = 15
+TOP_DOMAINS = 15
+MAX_SHARD_ROWS = 40
+
+
+def to_json(report: dict) -> str:
+    return json.dumps(report, indent=2, ensure_ascii=False) + "\n"
+
+
+def _n(x) -> str:
+    return "-" if x is None else f"{x:,}"
+
+
+def _f(x, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def _mb(n) -> str:
+    return "-" if n is None else f"{n / 1e6:,.2f} MB"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tables as plain rows (shared by the terminal and the HTML renderers)
+
+
+def funnel_rows(folder: dict) -> tuple[list[str], list[list[str]]] | None:
+    f = folder.get("funnel")
+    if not f:
+        return None
+    rows = []
+    for s in f["stages"]:
+        dropped = ", ".join(f"{reason} {n:,}" for reason, n in sorted(s["dropped"].items(), key=lambda kv: -kv[1])) or "-"
+        rows.append([s["name"], _n(s["docs_in"]), _n(s["chars_in"]), _n(s["kept"]), _n(s["chars_out"]), _n(sum(s["dropped"].values())), dropped])
+    rows.append(["total", _n(f["read"]), "", _n(f["kept"]), "", _n(sum(f["dropped"].values())), ", ".join(f"{k} {v:,}" for k, v in f["dropped"].items()) or "-"])
+    return ["stage", "docs in", "chars in", "kept", "chars out", "dropped", "dropped by reason"], rows
+
+
+def source_rows(folder: dict) -> tuple[list[str], list[list[str]]]:
+    unit = folder["length_unit"]
+    rows = []
+    for name, s in list(folder["sources"].items()) + [("total", folder["total"])]:
+        rows.append([name, _n(s["docs"]), _mb(s["bytes"]), _n(s["chars"]), _n(s["tokens"]), _f(s["mean_length"]), _f(s["median_length"], 0)])
+    return ["source", "docs", "bytes", "chars", "tokens", f"mean length ({unit})", f"median length ({unit}, ≈)"], rows
+
+
+def shard_rows(folder: dict) -> tuple[list[str], list[list[str]]]:
+    unit = folder["length_unit"]
+    rows = []
+    shards = folder["shards"]
+    for s in shards[:MAX_SHARD_ROWS]:
+        rows.append([s["name"], ",".join(s["sources"]), _mb(s["file_bytes"]), _n(s["docs"]), _mb(s["bytes"]), _n(s["tokens"]), _f(s["mean_length"]), _f(s["median_length"], 0)])
+    if len(shards) > MAX_SHARD_ROWS:
+        rows.append([f"... {len(shards) - MAX_SHARD_ROWS} more (see --json)", "", "", "", "", "", "", ""])
+    return ["shard", "sources", "file", "docs", "text/token bytes", "tokens", f"mean ({unit})", f"median ({unit}, ≈)"], rows
+
+
+def language_rows(folder: dict) -> tuple[list[str], list[list[str]]] | None:
+    langs = folder["total"].get("languages")
+    if not langs:
+        return None
+    rows = [[x["language"], _n(x["docs"]), _pct(x["share"]), _f(x["mean_score"], 3)] for x in langs[:TOP_LANGUAGES]]
+    if len(langs) > TOP_LANGUAGES:
+        rest = langs[TOP_LANGUAGES:]
+        rows.append([f"{len(rest)} others", _n(sum(x["docs"] for x in rest)), _pct(sum(x["share"] for x in rest)), ""])
+    return ["language", "docs", "share", "mean score"], rows
+
+
+def bucket_rows(folder: dict) -> tuple[list[str], list[list[str]]] | None:
+    t = folder["total"]
+    if "buckets" not in t or not t["perplexity"]["scored"]:
+        return None
+    rows = [[b, _n(v["docs"]), _pct(v["share"]), _n(v["chars"]), _pct(v["char_share"])] for b, v in t["buckets"].items()]
+    ppl = t["perplexity"]
+    rows.append([f"median perplexity ≈ {_f(ppl['median'])}", f"{ppl['scored']:,} scored", "", "", ""])
+    return ["bucket", "docs", "share", "chars", "char share"], rows
+
+
+def quality_rows(folder: dict) -> tuple[list[str], list[list[str]]] | None:
+    q = folder["total"].get("quality")
+    if not q or not q["scored"]:
+        return None
+    width = 1 / QUALITY_NBINS
+    counts = q["hist"]["counts"]
+    peak = max(counts) or 1
+    rows = [[f"{i * width:.2f}-{(i + 1) * width:.2f}", _n(c), "█" * round(30 * c / peak)] for i, c in enumerate(counts)]
+    rows.append([f"mean {q['mean']:.3f}", f"{q['scored']:,} scored", f"{q['unscored']:,} unscored"])
+    return ["quality score", "docs", ""], rows
+
+
+def domain_rows(folder: dict) -> tuple[list[str], list[list[str]]] | None:
+    d = folder["total"].get("domains")
+    if not d or not d["top"]:
+        return None
+    docs = folder["total"]["docs"]
+    rows = [[name, _n(n), _pct(n / docs if docs else 0)] for name, n in d["top"][:TOP_DOMAINS]]
+    note = f"{d['distinct']:,} distinct; {d['no_domain']:,} without URL" + ("" if d["exact"] else f"; {d['other']:,} docs in domains past a shard's top 1000")
+    rows.append([note, "", ""])
+    return ["domain", "docs", "share"], rows
+
+
+def mix_rows(folder: dict) -> tuple[list[str], list[list[str]]] | None:
+    mix = folder.get("mix")
+    if not mix:
+        return None
+    rows = [
+        [r["source"], _n(r["docs"]), _n(r["tokens"]), _pct(r["achieved"]), _pct(r["target"]),
+         "-" if r["deviation"] is None else f"{100 * r['deviation']:+.2f} pt", _f(r["epochs"], 2)]
+        for r in mix["sources"]
+    ]  # fmt: skip
+    rows.append(["total", "", _n(mix["total_tokens"]), "", "", "", ""])
+    return ["source", "docs", "tokens", "achieved", "target", "achieved - target", "epochs"], rows
+
+
+def _tables(folder: dict) -> list[tuple[str, tuple | None]]:
+    return [
+        ("Funnel (stats.json)", funnel_rows(folder)),
+        ("Per source", source_rows(folder)),
+        ("Per shard", shard_rows(folder)),
+        ("Languages", language_rows(folder)),
+        ("Perplexity buckets", bucket_rows(folder)),
+        ("Quality score", quality_rows(folder)),
+        ("Top domains", domain_rows(folder)),
+        ("Mix against target", mix_rows(folder)),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Terminal
+
+
+def render_terminal(report: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    for folder in folders_of(report):
+        console.rule(f"[bold]{folder['job']}[/bold]  {folder['path']}  ({folder['kind']})")
+        for title, table in _tables(folder):
+            if table is None:
+                continue
+            header, rows = table
+            t = Table(title=title, title_justify="left", show_lines=False)
+            for i, h in enumerate(header):
+                t.add_column(h, justify="left" if i == 0 or h in ("dropped by reason", "sources", "") else "right", no_wrap=i == 0)
+            for row in rows:
+                t.add_row(*row)
+            console.print(t)
+        for p in folder["problems"]:
+            console.print(f"[bold red]unreadable:[/bold red] {p['file']}: {p['error']}", highlight=False)
+        for w in folder.get("warnings", []):
+            console.print(f"[yellow]warning:[/yellow] {w['file']}: {w['error']}", highlight=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Plots (matplotlib, Agg)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 100, "font.size": 9, "svg.hashsalt": "corpusmill"})
+    return plt
+
+
+def _save(fig, path: str) -> None:
+    # No timestamp or software version in the PNG: the same report gives the same bytes.
+    fig.savefig(path, format="png", metadata={"Software": None}, bbox_inches="tight")
+    fig.clf()
+
+
+def plot_funnel(folder: dict, path: str) -> bool:
+    f = folder.get("funnel")
+    if not f or not f["stages"]:
+        return False
+    plt = _plt()
+    stages = f["stages"]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(stages) + 1.2))
+    names = [s["name"] for s in stages][::-1]
+    kept = [s["kept"] for s in stages][::-1]
+    dropped = [sum(s["dropped"].values()) for s in stages][::-1]
+    ax.barh(names, kept, color="#4c72b0", label="kept")
+    ax.barh(names, dropped, left=kept, color="#dd8452", label="dropped")
+    for y, (k, d) in enumerate(zip(kept, dropped)):
+        ax.text(k + d, y, f" {k:,} kept" + (f", {d:,} dropped" if d else ""), va="center", fontsize=8)
+    ax.set_xlabel("documents")
+    ax.set_xlim(0, max(k + d for k, d in zip(kept, dropped)) * 1.3 or 1)
+    ax.set_title(f"{folder['job']}: documents per stage")
+    ax.legend(loc="lower right")
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def plot_languages(folder: dict, path: str) -> bool:
+    langs = folder["total"].get("languages")
+    if not langs:
+        return False
+    plt = _plt()
+    top = langs[:20]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.bar([x["language"] for x in top], [x["docs"] for x in top], color="#4c72b0")
+    ax.set_ylabel("documents")
+    ax.set_title(f"{folder['job']}: languages (top {len(top)} of {len(langs)})")
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def plot_perplexity(folder: dict, path: str) -> bool:
+    ppl = folder["total"].get("perplexity")
+    if not ppl or not ppl["scored"]:
+        return False
+    plt = _plt()
+    width = ppl["hist"]["log10_bin_width"]
+    first = ppl["hist"]["first_bin"]
+    counts = ppl["hist"]["counts"]
+    edges = [10 ** ((first + i) * width) for i in range(len(counts) + 1)]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.stairs(counts, edges, fill=True, color="#55a868")
+    ax.set_xscale("log")
+    ax.set_xlabel("perplexity")
+    ax.set_ylabel("documents")
+    shares = ", ".join(f"{b} {100 * v['share']:.0f} %" for b, v in folder["total"]["buckets"].items())
+    ax.set_title(f"{folder['job']}: perplexity ({shares})")
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def plot_quality(folder: dict, path: str) -> bool:
+    q = folder["total"].get("quality")
+    if not q or not q["scored"]:
+        return False
+    plt = _plt()
+    counts = q["hist"]["counts"]
+    edges = [i / len(counts) for i in range(len(counts) + 1)]
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.stairs(counts, edges, fill=True, color="#8172b3")
+    ax.set_xlabel("quality score (P(reference))")
+    ax.set_ylabel("documents")
+    ax.set_title(f"{folder['job']}: quality score, mean {q['mean']:.3f}")
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def plot_mix(folder: dict, path: str) -> bool:
+    mix = folder.get("mix")
+    if not mix or not mix["sources"]:
+        return False
+    plt = _plt()
+    rows = mix["sources"]
+    xs = list(range(len(rows)))
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.bar([x - 0.2 for x in xs], [100 * r["achieved"] for r in rows], width=0.4, label="achieved", color="#4c72b0")
+    ax.bar([x + 0.2 for x in xs], [100 * (r["target"] or 0) for r in rows], width=0.4, label="target", color="#c44e52")
+    ax.set_xticks(xs, [r["source"] for r in rows], rotation=20)
+    ax.set_ylabel("% of tokens")
+    ax.set_title(f"{folder['job']}: mix against target")
+    ax.legend()
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def plot_lengths(folder: dict, path: str) -> bool:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3))
+    drawn = False
+    items = list(folder["sources"].items()) if len(folder["sources"]) > 1 else [("all", folder["total"])]
+    for name, s in items:
+        h = s["length_hist"]
+        if not h["counts"]:
+            continue
+        first = max(h["first_bin"], 1)  # empty documents (bin 0) have no place on a log axis
+        counts = h["counts"][first - h["first_bin"] :]
+        if not counts:
+            continue
+        edges = [2 ** ((first - 1 + i) / LENGTH_BINS_PER_OCTAVE) for i in range(len(counts) + 1)]
+        ax.stairs(counts, edges, label=name)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    ax.set_xscale("log")
+    ax.set_xlabel(f"document length ({folder['length_unit']})")
+    ax.set_ylabel("documents")
+    ax.set_title(f"{folder['job']}: document lengths")
+    if len(items) > 1:
+        ax.legend(fontsize=7)
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+PLOTS = [
+    ("funnel", "Funnel", plot_funnel),
+    ("languages", "Languages", plot_languages),
+    ("perplexity", "Perplexity", plot_perplexity),
+    ("quality", "Quality score", plot_quality),
+    ("mix", "Mix against target", plot_mix),
+    ("lengths", "Document lengths", plot_lengths),
+]
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTML
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1100px; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+caption { text-align: left; font-weight: bold; padding: 0.3em 0; }
+.problem { color: #b00; } .warning { color: #a60; }
+img { max-width: 100%; display: block; margin: 0.5em 0 1.5em; }
+"""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "job"
+
+
+def _html_table(title: str, header: list[str], rows: list[list[str]]) -> str:
+    e = html.escape
+    out = [f"<table><caption>{e(title)}</caption><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>"]
+    for row in rows:
+        out.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def write_html(report: dict, out_dir: str) -> str:
+    """Writes OUT_DIR/index.html and its PNGs; returns the path of index.html."""
+    os.makedirs(out_dir, exist_ok=True)
+    e = html.escape
+    body = [f"<h1>corpusmill stats</h1><p>{e(report['path'])} ({e(report['kind'])})</p>"]
+    written = set()
+    for i, folder in enumerate(folders_of(report)):
+        body.append(f"<h2>{e(folder['job'])} <small>{e(folder['path'])} ({e(folder['kind'])})</small></h2>")
+        for p in folder["problems"]:
+            body.append(f"<p class=\"problem\">unreadable: {e(p['file'])}: {e(p['error'])}</p>")
+        for w in folder.get("warnings", []):
+            body.append(f"<p class=\"warning\">warning: {e(w['file'])}: {e(w['error'])}</p>")
+        for key, title, plot in PLOTS:
+            name = f"{i:02d}-{_slug(folder['name'])}-{key}.png"
+            if plot(folder, os.path.join(out_dir, name)):
+                written.add(name)
+                body.append(f"<h3>{e(title)}</h3><img src=\"{e(name)}\" alt=\"{e(folder['job'] + ': ' + title)}\">")
+        for title, table in _tables(folder):
+            if table is not None:
+                body.append(_html_table(title, *table))
+    page = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>corpusmill stats: "
+        + e(report["path"]) + "</title><style>" + _CSS + "</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )  # fmt: skip
+    for name in os.listdir(out_dir):  # plots of an earlier report that this one does not have
+        if name.endswith(".png") and name not in written and re.match(r"^\d\d-.*\.png$", name):
+            os.remove(os.path.join(out_dir, name))
+    index = os.path.join(out_dir, "index.html")
+    tmp = index + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(page)
+    os.replace(tmp, index)
+    return index

