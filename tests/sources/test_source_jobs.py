@@ -1,0 +1,99 @@
+"""End to end: `corpusmill source SOURCE` on Beam over each bundled sample, checked against the
+in-process executor, plus worker-count independence and resume for the two global dedups."""
+import glob
+import json
+import os
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import sources
+from pipeline.cli import main
+from pipeline.schema import DOCUMENT_SCHEMA
+from tests.sources.conftest import SAMPLE
+
+INPUTS = {
+    "c4": [str(SAMPLE / "c4" / "*.json.gz")],
+    "github": [str(SAMPLE / "github" / "*.jsonl.gz")],
+    "wikipedia": [str(SAMPLE / "wikipedia" / "*.xml.bz2")],
+    "books": [str(SAMPLE / "books" / "*.txt.gz")],
+    "arxiv": [str(SAMPLE / "arxiv" / "*")],
+    "stackexchange": [str(SAMPLE / "stackexchange" / "*" / "Posts.xml")],
+}
+ONE_WORKER = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+
+
+def _run(name, out, extra=()):
+    return main(["source", name, "--input", *INPUTS[name], "--output", str(out), *ONE_WORKER, *extra])
+
+
+def _read(out):
+    parts = sorted(glob.glob(os.path.join(out, "part-*.parquet")))
+    tables = [pq.read_table(p) for p in parts]
+    for t in tables:
+        assert t.schema.equals(DOCUMENT_SCHEMA, check_metadata=False)
+    return [r for t in tables for r in t.to_pylist()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sources.NAMES)
+def test_beam_job_matches_in_process_run(name, tmp_path):
+    out = tmp_path / name
+    assert _run(name, out) == 0
+    stats = json.loads((out / "stats.json").read_text())
+    rows = _read(out)
+    assert stats["job"] == name and stats["kept"] == len(rows) > 0
+    assert stats["read"] == stats["kept"] + sum(stats["dropped"].values())
+    assert {r["source"] for r in rows} == {name}
+    module = sources.get(name)
+    config = module.config_from_args(_args(name))
+    table, local_stats, _ = sources.run_local(name, sources.expand(module, INPUTS[name]), config)
+    assert [r["id"] for r in rows] == table.column("id").to_pylist()
+    assert [r["text"] for r in rows] == table.column("text").to_pylist()
+    assert local_stats.to_dict()["stages"] == stats["stages"]
+
+
+def _args(name):
+    import argparse
+
+    from beam_jobs import source
+
+    parser = argparse.ArgumentParser()
+    source.add_arguments(parser)
+    return parser.parse_args([name, "--input", "x", "--output", "y"])
+
+
+def test_expected_drops_on_the_samples(tmp_path):
+    # books: one of each real near-duplicate pair goes; github: the LGPL repository goes
+    assert _run("books", tmp_path / "b") == 0
+    assert json.loads((tmp_path / "b" / "stats.json").read_text())["dropped"] == {"near_duplicate": 2}
+    assert _run("github", tmp_path / "g") == 0
+    dropped = json.loads((tmp_path / "g" / "stats.json").read_text())["dropped"]
+    assert dropped["license"] == 25 and dropped["duplicate_file"] >= 1
+
+
+@pytest.mark.slow
+def test_worker_count_does_not_change_bytes_and_rerun_is_skipped(tmp_path, capsys):
+    for name in ("github", "books"):
+        one, two = tmp_path / f"{name}1", tmp_path / f"{name}2"
+        assert _run(name, one) == 0
+        assert main(["source", name, "--input", *INPUTS[name], "--output", str(two),
+                     "--direct_num_workers=2", "--direct_running_mode=multi_processing"]) == 0
+        parts = sorted(os.path.basename(p) for p in glob.glob(str(one / "part-*.parquet")))
+        assert parts and parts == sorted(os.path.basename(p) for p in glob.glob(str(two / "part-*.parquet")))
+        for p in parts:
+            assert (one / p).read_bytes() == (two / p).read_bytes()
+        before = (one / "stats.json").read_bytes()
+        assert _run(name, one) == 0
+        assert "up to date" in capsys.readouterr().out and (one / "stats.json").read_bytes() == before
+
+
+def test_empty_glob_and_bomb_are_clear_errors(tmp_path, capsys):
+    assert main(["source", "books", "--input", str(tmp_path / "none*.txt"), "--output", str(tmp_path / "o")]) == 2
+    assert "no input files match" in capsys.readouterr().err
+    from tests.sources.conftest import DATA
+
+    assert main(["source", "wikipedia", "--input", str(DATA / "xml_bomb.xml"), "--output", str(tmp_path / "w"), *ONE_WORKER]) == 2
+    err = capsys.readouterr().err
+    assert "xml_bomb.xml" in err and "refused unsafe XML" in err
+    assert not (tmp_path / "w" / "stats.json").exists()

@@ -1,0 +1,81 @@
+import bz2
+import json
+
+import pytest
+
+from pipeline.runs import InputError
+from pipeline.sources import wikipedia as wiki
+from tests.sources.conftest import DATA, SAMPLE, apply, read_all
+
+ENWIKI = SAMPLE / "wikipedia" / "enwiki-first-pages.xml.bz2"
+BGWIKI = SAMPLE / "wikipedia" / "bgwiki-latest-pages-articles-shortened.xml.bz2"
+
+
+def _steps_output(path, config=None):
+    config = config or wiki.WikipediaConfig()
+    batches, read_stats, dead = read_all(wiki, path, config)
+    rows, stats = [], []
+    for b in batches:
+        out, s = apply(config.before(), b)
+        rows += out.to_pylist()
+        stats += s
+    return rows, read_stats, stats
+
+
+def test_redirects_and_namespaces_dropped_language_from_dump():
+    rows, read_stats, stats = _steps_output(ENWIKI)
+    dropped = sum((s.dropped for s in stats), start=__import__("collections").Counter())
+    # Expected counts from the dump itself, by pattern: a <redirect/> element or #REDIRECT text.
+    import re
+
+    pages = re.findall(r"<page>.*?</page>", bz2.decompress(ENWIKI.read_bytes()).decode(), re.S)
+    redirects = [p for p in pages if "<redirect" in p or re.search(r"<text[^>]*>\s*#REDIRECT", p, re.I)]
+    other_ns = [p for p in pages if p not in redirects and "<ns>0</ns>" not in p]
+    assert read_stats.docs_in == len(pages) == 78
+    assert dropped["redirect"] == len(redirects) and dropped["non_article_namespace"] == len(other_ns)
+    assert len(rows) == len(pages) - len(redirects) - len(other_ns) and {r["language"] for r in rows} == {"en"}
+    titles = [json.loads(r["metadata"])["title"] for r in rows]
+    assert "Anarchism" in titles and all(r["url"].startswith("https://en.wikipedia.org/wiki/") for r in rows)
+
+
+def test_wikitext_to_text_on_real_article():
+    rows, _, _ = _steps_output(ENWIKI)
+    text = next(r["text"] for r in rows if r["text"].startswith("Anarchism\n"))
+    for markup in ("[[", "]]", "{{", "}}", "<ref", "<!--", "'''", "[[Category:", "thumb|"):
+        assert markup not in text, markup
+    assert "Anarchism is a political philosophy" in text
+
+
+def test_wikitext_rules():
+    src = ("'''Bold''' and [[Target|label]] and [[Plain]] {{Infobox|x=1}}<!-- hidden -->"
+           "[[File:X.png|thumb|caption]] see [http://e.org the site] [http://bare.org]<ref>cite</ref>\n"
+           "== Heading ==\n* item one\n{| class=wikitable\n|-\n| cell\n|}\n[[Category:Things]] [[de:Ding]] __NOTOC__")
+    assert wiki.wikitext_to_text(src) == "Bold and label and Plain see the site\n\nHeading\n\nitem one"
+
+
+def test_language_flag_drops_other_dumps():
+    rows, _, stats = _steps_output(BGWIKI, wiki.WikipediaConfig(languages=("en",)))
+    assert rows == [] and stats[0].dropped["language"] == 3
+    rows, _, stats = _steps_output(BGWIKI)
+    assert rows and {r["language"] for r in rows} == {"bg"}
+    assert sum(s.dropped["non_article_namespace"] for s in stats) == 2  # the dump's Wikipedia: and Template: pages
+
+
+def test_xml_bomb_refused_naming_file():
+    with pytest.raises(InputError, match="xml_bomb.xml.*refused unsafe XML"):
+        read_all(wiki, DATA / "xml_bomb.xml", wiki.WikipediaConfig())
+
+
+def test_truncated_bz2_is_a_clear_error(tmp_path):
+    data = ENWIKI.read_bytes()
+    cut = tmp_path / "cut.xml.bz2"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="cut.xml.bz2"):
+        read_all(wiki, cut, wiki.WikipediaConfig())
+
+
+def test_not_a_dump(tmp_path):
+    p = tmp_path / "x.xml"
+    p.write_text("<posts><row Id='1'/></posts>")
+    with pytest.raises(InputError, match="not a MediaWiki XML dump"):
+        read_all(wiki, p, wiki.WikipediaConfig())
