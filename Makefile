@@ -41,10 +41,19 @@ demo: setup models/lm/en.arpa.bin
 	@echo "== web pipeline (CCNet + quality filter), with the real malformed WARC/ARC samples"
 	$(CM) ccnet --input '$(SAMPLE)/commoncrawl/*.warc.gz' '$(SAMPLE)/commoncrawl/malformed/*' \
 	    --output $(DEMO)/ccnet --quality-model $(DEMO)/quality/wiki_vs_cc.bin
+	@echo "== the six other LLaMA sources"
+	$(CM) source c4 --input '$(SAMPLE)/c4/*.json.gz' --output $(DEMO)/c4
+	$(CM) source github --input '$(SAMPLE)/github/*.jsonl.gz' --output $(DEMO)/github
+	$(CM) source wikipedia --input '$(SAMPLE)/wikipedia/*.xml.bz2' --output $(DEMO)/wikipedia
+	$(CM) source books --input '$(SAMPLE)/books/*.txt.gz' --output $(DEMO)/books
+	$(CM) source arxiv --input '$(SAMPLE)/arxiv/*' --output $(DEMO)/arxiv
+	$(CM) source stackexchange --input '$(SAMPLE)/stackexchange/*/Posts.xml' --output $(DEMO)/stackexchange
 	@echo "== tokenizer (LLaMA trainer_spec; small vocabulary for the small sample), token shards, the mix"
 	$(CM) train-tokenizer --input $(DEMO) --output $(DEMO)/tokenizer --vocab-size 4000 --sample-chars 1000000 --renormalize
 	$(CM) tokenize --input $(DEMO) --tokenizer $(DEMO)/tokenizer/tokenizer.model --output $(DEMO)/tokens
-	$(CM) mix --input $(DEMO)/tokens --output $(DEMO)/mix --renormalize
+	# Whole documents only: a 100K-token book is 4.5 % of ~2.4M tokens, so the sample's stream is that size
+	# (the tiny CommonCrawl sample is repeated ~40 times to reach its 67 %).
+	$(CM) mix --input $(DEMO)/tokens --output $(DEMO)/mix --tokens 2400000
 	@echo "== statistics"
 	$(CM) stats $(DEMO) --html $(DEMO)/report
 	@echo
