@@ -122,7 +122,7 @@ class ExtractText:
             rows.append(
                 {
                     "_ord": cols["_ord"][i],
-                    "id": document_id(self.source, cols["record_id"][i] or f"{cols['_file'][i]}#{cols['_record'][i]}"),
+                    "id": document_id(self.source, cols["record_id"][i] or f"{cols['_file'][i]}@{cols['_offset'][i]}"),
                     "source": self.source,
                     "url": cols["url"][i],
                     "text": text,

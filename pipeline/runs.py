@@ -158,4 +158,5 @@ def finalize(output: str, stats: JobStats, files: list[str], dead_letters: list[
 
 
 def _dead_key(d: dict):
-    return (str(d.get("file", "")), int(d.get("record", -1) or -1), str(d.get("reason", "")))
+    position = d.get("offset", d.get("record"))
+    return (str(d.get("file", "")), int(position) if position is not None else -1, str(d.get("reason", "")))

@@ -3,15 +3,20 @@
 A *document record* is a WARC `response` (HTTP payload), a WET `conversion` (extracted text) or an
 ARC response. Other records (warcinfo, request, metadata, revisit, resource) are not documents: they
 are counted under `notes` by type, never silently. A record that cannot be read is a document that
-is dropped as `malformed_record`, with a dead letter naming the file, the record's index and
-offset, and the error; reading goes on with the next record where the format allows it:
+is dropped as `malformed_record`, with a dead letter naming the file, the record's byte offset and
+the error; reading goes on with the next record where the format allows it:
 
 - a file gzip'ed as one member instead of one per record (warcio refuses it) is read again as one
   decompressed stream;
 - a record shorter than its Content-Length (truncated, clipped), or whose WARC block or payload
   digest does not match its bytes, is dropped as malformed;
-- a corrupt gzip member or garbage where a record header should be ends that file's reading, and
-  the dead letter says how many bytes were left unread.
+- after a corrupt gzip member, or garbage where a record header should be, reading resumes at the
+  next gzip member that holds a WARC record.
+
+Splitting: a gzip'ed WARC (one member per record, as CommonCrawl writes them) can be read by several
+workers at once. Part k of n takes the records whose member starts in its byte range, found by
+looking for the next gzip header that decompresses to a WARC record; records are ordered by
+(file, byte offset), which does not depend on how the file was split.
 """
 from __future__ import annotations
 
@@ -28,11 +33,13 @@ from warcio.exceptions import ArchiveLoadFailed
 from pipeline.accounting import StageStats
 from pipeline.runs import open_input
 
+OFFSET_BITS = 40  # _ord = file_index << 40 | byte offset: files up to 1 TiB, 16M files
+
 RAW_SCHEMA = pa.schema(
     [
-        pa.field("_ord", pa.uint64()),  # file_index << 32 | record index: a stable global order
+        pa.field("_ord", pa.uint64()),  # file_index << 40 | byte offset: a stable global order
         pa.field("_file", pa.string()),
-        pa.field("_record", pa.int64()),
+        pa.field("_offset", pa.int64()),
         pa.field("url", pa.string()),
         pa.field("record_id", pa.string()),
         pa.field("date", pa.string()),
@@ -64,43 +71,30 @@ def iter_raw_batches(
     path: str, file_index: int, stats: StageStats, dead_letters: list[dict], batch_records: int = 256,
     part: int = 0, parts: int = 1,
 ) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """Yield (batch number, RecordBatch in RAW_SCHEMA) for one input file; fill `stats` and `dead_letters`.
-
-    With `parts` > 1, only the records whose index in the file is `part` modulo `parts` are taken (and
-    counted), so that several workers can share one file; the parts together are the whole file.
-    """
+    """Yield (batch key, RecordBatch in RAW_SCHEMA) for part `part` of `parts` of one input file; fill
+    `stats` and `dead_letters`. The parts of a file together hold each of its records exactly once."""
+    with open_input(path) as raw:
+        data = raw.read()
+    begin, end = _part_range(data, part, parts)
     rows: list[dict] = []
     batch_no = 0
-    state = {"index": 0}
 
     def emit():
         nonlocal rows, batch_no
-        if rows:
-            batch = pa.RecordBatch.from_pylist(rows, schema=RAW_SCHEMA)
-            rows = []
-            batch_no += 1
-            return (part << 20) | (batch_no - 1), batch
-        return None
+        batch = pa.RecordBatch.from_pylist(rows, schema=RAW_SCHEMA)
+        rows = []
+        batch_no += 1
+        return (part << 20) | (batch_no - 1), batch
 
-    def dead(reason: str, error: str, offset: int | None):
-        stats.docs_in += 1
-        stats.drop("malformed_record")
-        dead_letters.append(
-            {"file": path, "record": state["index"], "offset": offset, "reason": reason, "error": error[:500]}
-        )
-
-    for record, payload, offset, error in _records(path, lambda index: index % parts == part):
-        if state["index"] % parts != part:
-            state["index"] += 1
-            continue
+    for record, payload, offset, error in _records(data, begin, end):
         if record is not None and record.rec_type not in DOCUMENT_TYPES:
             # Not a document (request, metadata, revisit...), well-formed or not: noted, not counted.
             stats.notes[f"skipped_{record.rec_type}_records"] += 1
-            state["index"] += 1
             continue
+        stats.docs_in += 1
         if error is not None:
-            dead(*error, offset)
-            state["index"] += 1
+            stats.drop("malformed_record")
+            dead_letters.append({"file": path, "offset": offset, "reason": error[0], "error": error[1][:500]})
             continue
         rec_type = record.rec_type
         headers = record.rec_headers
@@ -115,13 +109,12 @@ def iter_raw_batches(
             media, charset = _parse_content_type(headers.get_header("Content-Type"))
             if rec_type == "conversion":
                 media = "text/plain"
-        stats.docs_in += 1
         stats.docs_out += 1
         rows.append(
             {
-                "_ord": (file_index << 32) | state["index"],
+                "_ord": (file_index << OFFSET_BITS) | offset,
                 "_file": path,
-                "_record": state["index"],
+                "_offset": offset,
                 "url": headers.get_header("WARC-Target-URI"),
                 "record_id": headers.get_header("WARC-Record-ID"),
                 "date": headers.get_header("WARC-Date"),
@@ -132,12 +125,10 @@ def iter_raw_batches(
                 "payload": payload,
             }
         )
-        state["index"] += 1
         if len(rows) >= batch_records:
             yield emit()
-    last = emit()
-    if last:
-        yield last
+    if rows:
+        yield emit()
 
 
 class _QuietArchiveIterator(ArchiveIterator):
@@ -150,60 +141,74 @@ GZIP_MEMBER = b"\x1f\x8b\x08"
 _READ_ERRORS = (zlib.error, EOFError, OSError, ValueError)
 
 
-def _records(path: str, wanted=lambda index: True):
-    """Per record: (record, payload, offset, None) read and checked, or (None, None, offset, (reason, message)).
-
-    Records whose index is not `wanted` are not digest-checked (the caller skips them).
-    After a failure inside a gzip'ed file, reading resumes at the next gzip member header.
-    """
-    index = 0
-    with open_input(path) as raw:
-        data = raw.read()
-    gzipped = data[:2] == GZIP_MEMBER[:2]
-    pos = 0
+def _next_warc_member(data: bytes, pos: int) -> int:
+    """Offset of the first gzip member at or after `pos` that decompresses to a WARC record, or len(data)."""
     while True:
+        pos = data.find(GZIP_MEMBER, pos)
+        if pos < 0:
+            return len(data)
+        try:
+            head = zlib.decompressobj(31).decompress(data[pos : pos + 1024], 16)
+        except zlib.error:
+            head = b""
+        if head.startswith(b"WARC/"):
+            return pos
+        pos += 1
+
+
+def _part_range(data: bytes, part: int, parts: int) -> tuple[int, int]:
+    """[begin, end): the byte range whose record starts belong to this part. Only gzip'ed WARC files
+    split; other files (uncompressed, ARC, one-member gzip) are read whole by part 0."""
+    if parts == 1:
+        return 0, len(data)
+    splittable = data[:3] == GZIP_MEMBER and _next_warc_member(data, 0) == 0
+    if not splittable:
+        return (0, len(data)) if part == 0 else (len(data), len(data))
+    bounds = [0] + [_next_warc_member(data, len(data) * k // parts) for k in range(1, parts)] + [len(data)]
+    return bounds[part], max(bounds[part], bounds[part + 1])
+
+
+def _records(data: bytes, begin: int, end: int):
+    """Per record starting in [begin, end): (record, payload, offset, None) read and checked, or
+    (None, None, offset, (reason, message)) where reading failed."""
+    gzipped = data[:2] == GZIP_MEMBER[:2]
+    pos = begin
+    while pos < end:
         it = _QuietArchiveIterator(io.BytesIO(data[pos:]), arc2warc=True, check_digests=True)
         records = iter(it)
-        end, count = 0, 0
+        done, count = 0, 0  # bytes of `data[pos:]` fully read; records read from this iterator
         try:
             while True:
-                take = wanted(index)
-                it.check_digests = take  # read per record by warcio: no digests for records not taken
                 with contextlib.redirect_stderr(_DISCARD):  # warcio prints zlib errors and carries on
                     record = next(records, None)
                     if record is None:
                         return
-                    # Read even a record not taken: a truncated gzip member must be seen to resume after it.
+                    if pos + it.offset >= end:  # warcio's offset of the record just parsed
+                        return
                     payload = record.content_stream().read()
                 offset = pos + it.get_record_offset()
                 problem = _check(record)
                 count += 1
-                index += 1
                 yield record, payload, offset, problem
                 if problem is not None and gzipped:
                     # warcio reads nothing more after a broken member: resume at the next one.
-                    end = offset - pos
+                    done = offset - pos
                     break
-                end = offset - pos + it.get_record_length()
-            resume = data.find(GZIP_MEMBER, pos + end + 1)
-            if resume < 0:
-                return
-            pos = resume
+                done = offset - pos + it.get_record_length()
+            pos = _next_warc_member(data, pos + done + 1)
             continue
         except ArchiveLoadFailed as err:
             message = str(err).strip()
-            if "non-chunked gzip" in message:
+            if "non-chunked gzip" in message and pos == 0:
                 yield from _records_of_single_member(data, skip=count)
                 return
             failure = ("unreadable_archive", message.splitlines()[0] if message else "ArchiveLoadFailed")
         except _READ_ERRORS as err:
             failure = ("corrupt_compression" if gzipped else "unreadable_archive", f"{type(err).__name__}: {err}")
-        index += 1
-        yield None, None, pos + end, failure
-        resume = data.find(GZIP_MEMBER, pos + end + 1) if gzipped else -1
-        if resume < 0:
+        yield None, None, pos + done, failure
+        if not gzipped:
             return
-        pos = resume
+        pos = _next_warc_member(data, pos + done + 1)
 
 
 class _Discard(io.TextIOBase):
@@ -226,17 +231,20 @@ def _check(record) -> tuple[str, str] | None:
 
 
 def _records_of_single_member(data: bytes, skip: int):
-    """A file gzip'ed as one member (warcio refuses it): read it decompressed, after the `skip` records read."""
+    """A file gzip'ed as one member (warcio refuses it): read it decompressed, after the `skip` records
+    read already. Offsets are then positions in the decompressed stream."""
     try:
         plain = gzip.decompress(data)
     except _READ_ERRORS as err:
         yield None, None, 0, ("corrupt_compression", f"{type(err).__name__}: {err}")
         return
     it = _QuietArchiveIterator(io.BytesIO(plain), arc2warc=True, check_digests=True)
+    last = 0
     try:
         for n, record in enumerate(it):
             payload = record.content_stream().read()
+            last = it.get_record_offset()
             if n >= skip:
-                yield record, payload, it.get_record_offset(), _check(record)
+                yield record, payload, last, _check(record)
     except (ArchiveLoadFailed,) + _READ_ERRORS as err:
-        yield None, None, None, ("unreadable_archive", f"{type(err).__name__}: {str(err).strip()[:200]}")
+        yield None, None, last + 1, ("unreadable_archive", f"{type(err).__name__}: {str(err).strip()[:200]}")
