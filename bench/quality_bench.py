@@ -1,7 +1,8 @@
 """Quality classifier benchmark (not a test): held-out ROC AUC on Wikipedia text vs web pages of the
 shared corpus, training time, scoring documents/s per core, and examples of kept and dropped pages.
 
-  positives: ../shared/corpus/wikipedia/summaries-en.jsonl.gz (8,033 English lead sections)
+  positives: ../shared/corpus/wikipedia/summaries-en.jsonl.gz (8,033 English lead sections) and, with
+             --with-articles, the full English articles of the shared XML dumps (`corpusmill source wikipedia`)
   negatives: English pages of all ../shared/corpus/commoncrawl/*.warc.gz after CCNet processing
              without the quality filter (all perplexity buckets)
 Usage: python bench/quality_bench.py [--json OUT]
@@ -37,13 +38,19 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--with-articles", action="store_true", help="add full Wikipedia articles to the positives")
     args = ap.parse_args()
     work = args.workdir or tempfile.mkdtemp(prefix="quality-bench-")
     warcs = sorted(glob.glob(os.path.join(SHARED, "commoncrawl", "*.warc.gz")))
     wiki = os.path.join(SHARED, "wikipedia", "summaries-en.jsonl.gz")
     corpusmill("ccnet", "--input", *warcs, "--output", f"{work}/unfiltered", "--no-quality", "--keep-buckets", "head,middle,tail")
+    positives = [wiki]
+    if args.with_articles:
+        dumps = sorted(glob.glob(os.path.join(SHARED, "wikipedia", "*.xml.bz2")))
+        corpusmill("source", "wikipedia", "--input", *dumps, "--output", f"{work}/articles", "--languages", "en")
+        positives.append(f"{work}/articles/*.parquet")
     t = time.perf_counter()
-    corpusmill("train-quality", "--positives", wiki, "--negatives", f"{work}/unfiltered/*.parquet", "--output", f"{work}/model",
+    corpusmill("train-quality", "--positives", *positives, "--negatives", f"{work}/unfiltered/*.parquet", "--output", f"{work}/model",
                "--force", "--direct_num_workers=1", "--direct_running_mode=in_memory")
     train_seconds = time.perf_counter() - t
     card = json.load(open(f"{work}/model/wiki_vs_cc.bin.json"))
