@@ -10,7 +10,6 @@ held-out ROC AUC, accuracy, precision and recall at the threshold).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import random
@@ -19,6 +18,7 @@ import tempfile
 import numpy as np
 
 from classifiers.metrics import summarize
+from pipeline.runs import file_sha256
 
 POSITIVE, NEGATIVE = "__label__wiki", "__label__cc"
 MAX_CHARS = 20_000  # fastText reads at most this much of a page anyway for a useful signal
@@ -156,16 +156,8 @@ def train(training: TrainingSet, output_model: str, hyper: QualityHyperParameter
         "hyper_parameters": dataclasses.asdict(hyper),
         "threshold": threshold,
         "heldout": heldout,
-        "sha256": _sha256(output_model),
+        "sha256": file_sha256(output_model),
     }
     with open(output_model + ".json", "w") as f:
         json.dump(card, f, indent=2)
     return card
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pyarrow as pa
 
-from pipeline.accounting import JobStats, StageStats, merge_stage_stats
+from pipeline.accounting import JobStats, StageStats, apply_steps, merge_stage_stats
 from pipeline.dedup import ApplyDedup, DuplicateTable, HashLines, LineCensus, census_input, census_parts
 from pipeline.extract import ExtractText
 from pipeline.langid import IdentifyLanguage
@@ -99,10 +99,7 @@ def run_local(paths: list[str], config: CCNetConfig) -> tuple[pa.Table, JobStats
     dead: list[dict] = []
 
     def apply(steps, batch):
-        for step in steps:
-            batch, s = step(batch)
-            stats.append(s)
-        return batch
+        return apply_steps(steps, batch, stats)
 
     hashed = []
     for file_index, path in enumerate(paths):

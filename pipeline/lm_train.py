@@ -6,7 +6,6 @@ Input: JSON lines (gzip or not) with a `text` field, or plain text files (one pa
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ import tempfile
 from typing import Iterator
 
 from pipeline.models import tools_bin
+from pipeline.runs import file_sha256
 from pipeline.text import normalize_for_lm
 
 KENLM_HOW = "run `make tools` (builds lmplz and build_binary from the kenlm 0.3.0 source archive) or set CORPUSMILL_TOOLS"
@@ -106,7 +106,7 @@ def train_lm(
         "sentencepiece": {"model_type": "unigram", "vocab_size": sp.get_piece_size(), "requested_vocab_size": vocab_size},
         "kenlm": {"order": order, "tokens": n_tokens},
         "sha256": {
-            name: _sha256(os.path.join(output_dir, name)) for name in (f"{language}.sp.model", f"{language}.arpa.bin")
+            name: file_sha256(os.path.join(output_dir, name)) for name in (f"{language}.sp.model", f"{language}.arpa.bin")
         },
     }
     with open(os.path.join(output_dir, f"{language}.lm.json"), "w") as f:
@@ -128,11 +128,3 @@ def _run(cmd: list[str], **kw) -> None:
     proc = subprocess.run(cmd, stderr=subprocess.PIPE, **kw)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:3])} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-2000:]}")
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

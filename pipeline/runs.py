@@ -84,6 +84,14 @@ def input_fingerprint(paths: list[str], config: dict) -> str:
     return h.hexdigest()
 
 
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open_input(path) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def makedirs(path: str) -> None:
     fs, p = _fs(path)
     fs.create_dir(p, recursive=True)

@@ -17,7 +17,7 @@ from types import ModuleType
 
 import pyarrow as pa
 
-from pipeline.accounting import JobStats, StageStats, merge_stage_stats
+from pipeline.accounting import JobStats, StageStats, apply_steps, merge_stage_stats
 from pipeline.runs import expand_inputs
 
 NAMES = ("c4", "github", "wikipedia", "books", "arxiv", "stackexchange")
@@ -48,10 +48,7 @@ def run_local(name: str, paths: list[str], config) -> tuple[pa.Table | None, Job
     dead: list[dict] = []
 
     def apply(steps, batch):
-        for step in steps:
-            batch, s = step(batch)
-            stats.append(s)
-        return batch
+        return apply_steps(steps, batch, stats)
 
     before = []
     for file_index, path in enumerate(paths):
