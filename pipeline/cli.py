@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-lm": ("beam_jobs.train_lm", "train the SentencePiece + KenLM 5-gram model used for perplexity (CCNet)"),
     "lm-cutoffs": ("beam_jobs.train_lm_cutoffs", "compute per-language perplexity bucket cut-offs from document shards"),
     "ccnet": ("beam_jobs.ccnet", "CommonCrawl WARC/WET -> extracted, deduplicated, language-identified, perplexity-bucketed documents"),
+    "train": ("model.train", "train the bundled LLaMA model on mixed token shards"),
+    "export-hf": ("model.export_hf", "export a training checkpoint to the Hugging Face Llama format (config + safetensors)"),
 }
 
 
