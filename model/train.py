@@ -252,8 +252,10 @@ def evaluate(model, data: PackedWindows, batch_size: int, max_batches: int, devi
 # The loop
 
 
-def train(cfg: TrainConfig, stream=sys.stdout) -> dict:
-    """Run (or resume) training as configured. Returns {"history": [...], "step": N, "checkpoint": path}."""
+def train(cfg: TrainConfig, stream=None) -> dict:
+    """Run (or resume) training as configured. Returns {"history": [...], "step": N, "checkpoint": path}.
+    Log lines go to `stream` (default stdout) on rank 0."""
+    started = time.monotonic()  # max_minutes counts setup too: it is a wall-clock budget
     rank, local_rank, world_size = setup_distributed()
     device = pick_device(cfg.training.device, local_rank)
     dtype = autocast_dtype(cfg.training, device)
@@ -282,7 +284,8 @@ def train(cfg: TrainConfig, stream=sys.stdout) -> dict:
     schedule = WarmupCosineSchedule(cfg.optimizer.lr, cfg.schedule.warmup_steps, cfg.training.max_steps,
                                     cfg.schedule.min_lr_ratio)
     metrics = MetricsLogger(output if rank == 0 else None, flops_per_token(args, cfg.data.seq_len), device,
-                            world_size, tensorboard=cfg.logging.tensorboard, enabled=rank == 0, stream=stream)
+                            world_size, tensorboard=cfg.logging.tensorboard, enabled=rank == 0,
+                            stream=stream or sys.stdout)
     run_config = {"model_args": asdict(args), "train_config": asdict(cfg)}
     checkpoints = output / "checkpoints"
 
@@ -305,7 +308,7 @@ def train(cfg: TrainConfig, stream=sys.stdout) -> dict:
         return checkpoint.save(checkpoints, step, model, optimizer, train_state, run_config, keep=cfg.checkpoint.keep)
 
     params = [p for p in model.parameters()]
-    started, last_saved = time.monotonic(), step
+    last_saved = step
     metrics.reset_clock()
     while step < cfg.training.max_steps:
         if cfg.training.max_minutes > 0:
