@@ -5,10 +5,11 @@
 
 Both models get the same shapes, the same tokens and the same training step as `corpusmill train`:
 fp32 master weights under bf16 autocast, forward, float32 cross-entropy, backward, gradient clipping
-at 1.0 and a fused AdamW step. corpusmill's model is compiled per block as the trainer does
-(`training.compile`); transformers' runs as it ships, `attn_implementation="sdpa"`. MFU counts
-6N + 12·L·d·T FLOPs per token (model.llama.flops_per_token) against the GPU's dense bf16 peak
-(989 TFLOP/s for an H100 SXM). Prints one JSON line, then the ratio.
+at 1.0 and a fused AdamW step. corpusmill's model is compiled as the trainer does on one GPU
+(`training.compile`: the whole model, in place, loss included); transformers' runs as it ships,
+`attn_implementation="sdpa"`, the loss taken from its logits. MFU counts 6N + 12·L·d·T FLOPs per
+token (model.llama.flops_per_token) against the GPU's dense bf16 peak (989 TFLOP/s for an H100 SXM).
+Prints one JSON line, then the ratio.
 
 Without CUDA it says so and exits 0 (`--device cpu --config tiny --seq-len 128` smoke-tests the script).
 """
@@ -31,8 +32,6 @@ from model.metrics import peak_flops  # noqa: E402
 from model.train import TrainingConfig, build_model, build_optimizer  # noqa: E402
 from model.train import OptimizerConfig  # noqa: E402
 
-H100_SXM_BF16 = 989e12
-
 
 def hf_llama(args: ModelArgs, device: torch.device) -> torch.nn.Module:
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -49,7 +48,12 @@ def hf_llama(args: ModelArgs, device: torch.device) -> torch.nn.Module:
     return model.float().train()
 
 
-def measure(model: torch.nn.Module, logits_of, tokens: torch.Tensor, steps: int, warmup: int,
+def hf_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = model(input_ids=inputs).logits
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())  # as model.llama does
+
+
+def measure(model: torch.nn.Module, loss_of, tokens: torch.Tensor, steps: int, warmup: int,
             device: torch.device, dtype: torch.dtype) -> dict:
     """Tokens/s of full training steps (after `warmup` untimed ones: compilation, allocator, autotune)."""
     optimizer = build_optimizer(model, OptimizerConfig(), device, sharded=False)
@@ -57,8 +61,7 @@ def measure(model: torch.nn.Module, logits_of, tokens: torch.Tensor, steps: int,
 
     def step() -> torch.Tensor:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            logits = logits_of(model, inputs)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            loss = loss_of(model, inputs, targets)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -116,7 +119,7 @@ def main() -> int:
     training = TrainingConfig(compile=not opts.no_compile and device.type == "cuda", dtype="bf16" if dtype == torch.bfloat16 else "fp32",
                               activation_checkpointing=opts.activation_checkpointing)
     model = build_model(args, training, device, world_size=1)
-    ours = with_mfu(measure(model, lambda m, x: m(x), tokens, opts.steps, opts.warmup, device, dtype))
+    ours = with_mfu(measure(model, lambda m, x, y: m(x, y), tokens, opts.steps, opts.warmup, device, dtype))
     del model
     gc.collect()
     if device.type == "cuda":
@@ -137,7 +140,7 @@ def main() -> int:
         else:
             hf = hf_llama(args, device)
             report["transformers_version"] = transformers.__version__
-            report["transformers"] = with_mfu(measure(hf, lambda m, x: m(input_ids=x).logits, tokens, opts.steps,
+            report["transformers"] = with_mfu(measure(hf, hf_loss, tokens, opts.steps,
                                                       opts.warmup, device, dtype))
             report["ratio"] = ours["tokens_per_s"] / report["transformers"]["tokens_per_s"]
     print(json.dumps(report))

@@ -216,10 +216,14 @@ def build_model(args: ModelArgs, cfg: TrainingConfig, device: torch.device, worl
         model.init_weights(seed=cfg.seed)
     model.activation_checkpointing = cfg.activation_checkpointing
     if cfg.compile:
-        # Per block, as torchtitan: compiles once (all blocks share the graph) and composes with
-        # FSDP2 and activation checkpointing; state-dict names stay unchanged.
-        for layer in model.layers:
-            layer.compile()
+        # In place (`Module.compile`), so state-dict names stay unchanged. One device: the whole model,
+        # which also fuses the final norm, output projection and loss. FSDP2: per block, as torchtitan,
+        # so each block's all-gather hooks stay outside the graph (all blocks share one compilation).
+        if world_size == 1:
+            model.compile()
+        else:
+            for layer in model.layers:
+                layer.compile()
     return model
 
 
