@@ -362,6 +362,7 @@ def train(cfg: TrainConfig, stream=None) -> dict:
     metrics.message(f"done at step {step}; checkpoint {path}" if rank == 0 else "")
     metrics.close()
     if dist.is_initialized():
+        dist.barrier()  # rank 0 may still be writing the checkpoint; tearing down under it aborts gloo
         dist.destroy_process_group()
     return {"history": metrics.history, "step": step, "checkpoint": path, "val_loss": final_val}
 
