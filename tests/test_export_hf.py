@@ -14,6 +14,15 @@ from model.export_hf import export, permute_for_rotate_half
 from model.llama import CONFIGS, Transformer, apply_rotary, rotary_tables
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy machine spinning OpenMP threads slow them 20x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _rotate_half_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """HF Llama's apply_rotary_pos_emb: rotate the two halves of each head."""
     cos, sin = torch.cat([cos, cos], -1)[None, :, None, :], torch.cat([sin, sin], -1)[None, :, None, :]
