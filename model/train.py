@@ -206,6 +206,12 @@ def build_model(args: ModelArgs, cfg: TrainingConfig, device: torch.device, worl
 
         with torch.device("meta"):
             model = Transformer(args)
+        if cfg.compile:
+            # Each block's forward, not its __call__: FSDP2's all-gather/reshard hooks run around the
+            # compiled graph rather than inside it (torchtitan compiles per block for the same reason).
+            # All blocks share one compiled graph; state-dict names stay unchanged.
+            for layer in model.layers:
+                layer.forward = torch.compile(layer.forward)
         # bf16 all-gathers halve the traffic; gradients are reduced in fp32 for accuracy.
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
             if autocast_dtype(cfg, device) == torch.bfloat16 else MixedPrecisionPolicy()
@@ -215,15 +221,10 @@ def build_model(args: ModelArgs, cfg: TrainingConfig, device: torch.device, worl
         model.to_empty(device=device)
         model.init_weights(seed=cfg.seed)
     model.activation_checkpointing = cfg.activation_checkpointing
-    if cfg.compile:
-        # In place (`Module.compile`), so state-dict names stay unchanged. One device: the whole model,
-        # which also fuses the final norm, output projection and loss. FSDP2: per block, as torchtitan,
-        # so each block's all-gather hooks stay outside the graph (all blocks share one compilation).
-        if world_size == 1:
-            model.compile()
-        else:
-            for layer in model.layers:
-                layer.compile()
+    if cfg.compile and world_size == 1:
+        # The whole model, in place (`Module.compile`: state-dict names stay unchanged), so the final
+        # norm, output projection and loss are fused too.
+        model.compile()
     return model
 
 
