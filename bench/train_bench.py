@@ -121,6 +121,7 @@ def main() -> int:
     model = build_model(args, training, device, world_size=1)
     ours = with_mfu(measure(model, lambda m, x, y: m(x, y), tokens, opts.steps, opts.warmup, device, dtype))
     del model
+    torch._dynamo.reset()  # compiled graphs keep the model's tensors alive
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -194,37 +194,38 @@ def pick_device(name: str, local_rank: int) -> torch.device:
 
 
 def build_model(args: ModelArgs, cfg: TrainingConfig, device: torch.device, world_size: int) -> torch.nn.Module:
-    """The model on `device`: whole on one device; under several ranks, each transformer block and
-    the root sharded with FSDP2 (built on the meta device, so no rank ever holds the full model)."""
+    """The model on `device`, built on the meta device (no memory, no throw-away default init) and
+    then initialised in place: whole on one device; under several ranks each transformer block and
+    the root sharded with FSDP2 first, so no rank ever holds the full model. The weights are the same
+    either way (model.llama.Transformer.init_weights)."""
+    with torch.device("meta"):
+        model = Transformer(args)
+    model.activation_checkpointing = cfg.activation_checkpointing
     if world_size == 1:
-        model = Transformer(args)  # initialised on the CPU: the same weights on any device
-        if cfg.seed != 0:
-            model.init_weights(seed=cfg.seed)
-        model = model.to(device)
-    else:
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-        with torch.device("meta"):
-            model = Transformer(args)
-        if cfg.compile:
-            # Each block's forward, not its __call__: FSDP2's all-gather/reshard hooks run around the
-            # compiled graph rather than inside it (torchtitan compiles per block for the same reason).
-            # All blocks share one compiled graph; state-dict names stay unchanged.
-            for layer in model.layers:
-                layer.forward = torch.compile(layer.forward)
-        # bf16 all-gathers halve the traffic; gradients are reduced in fp32 for accuracy.
-        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-            if autocast_dtype(cfg, device) == torch.bfloat16 else MixedPrecisionPolicy()
-        for layer in model.layers:
-            fully_shard(layer, mp_policy=policy)
-        fully_shard(model, mp_policy=policy)
         model.to_empty(device=device)
         model.init_weights(seed=cfg.seed)
-    model.activation_checkpointing = cfg.activation_checkpointing
-    if cfg.compile and world_size == 1:
-        # The whole model, in place (`Module.compile`: state-dict names stay unchanged), so the final
-        # norm, output projection and loss are fused too.
-        model.compile()
+        if cfg.compile:
+            # The whole model, in place (`Module.compile`: state-dict names stay unchanged), so the
+            # final norm, output projection and loss are fused too.
+            model.compile()
+        return model
+
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    if cfg.compile:
+        # Each block's forward, not its __call__: FSDP2's all-gather/reshard hooks run around the
+        # compiled graph rather than inside it (torchtitan compiles per block for the same reason).
+        # All blocks share one compiled graph; state-dict names stay unchanged.
+        for layer in model.layers:
+            layer.forward = torch.compile(layer.forward)
+    # bf16 all-gathers halve the traffic; gradients are reduced in fp32 for accuracy.
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+        if autocast_dtype(cfg, device) == torch.bfloat16 else MixedPrecisionPolicy()
+    for layer in model.layers:
+        fully_shard(layer, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+    model.to_empty(device=device)
+    model.init_weights(seed=cfg.seed)
     return model
 
 
