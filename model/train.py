@@ -293,6 +293,8 @@ def train(cfg: TrainConfig, stream=None) -> dict:
                             world_size, tensorboard=cfg.logging.tensorboard, enabled=rank == 0,
                             stream=stream or sys.stdout)
     run_config = {"model_args": asdict(args), "train_config": asdict(cfg)}
+    if rank == 0:  # the resolved config, flags and --set applied, for people and for reruns
+        (output / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
     checkpoints = output / "checkpoints"
 
     # Resume: weights, optimiser, RNG, then step and data position.
@@ -410,12 +412,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if beam_args:
         raise ValueError(f"train is not a Beam job and takes no pipeline options; unknown arguments: {' '.join(beam_args)}")
-    cfg = config_from_args(args)
-    output = Path(cfg.output)
-    if int(os.environ.get("RANK", "0")) == 0:
-        output.mkdir(parents=True, exist_ok=True)
-        (output / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-    train(cfg)
+    train(config_from_args(args))
     return 0
 
 
