@@ -129,9 +129,11 @@ class PackedWindows:
         return self._windows(ids[self.rank * batch_size:(self.rank + 1) * batch_size])
 
     def validation_batches(self, batch_size: int, max_batches: int):
-        """The held-out windows in order, the same every call, split between ranks."""
-        first = self.n_train_windows
-        ids = list(range(first, first + self.n_val_windows))[self.rank::self.world_size]
+        """The held-out windows in order, the same every call; each rank gets an equal share (so all
+        ranks run the same number of batches, as their collectives need)."""
+        per_rank = self.n_val_windows // self.world_size
+        first = self.n_train_windows + self.rank * per_rank
+        ids = list(range(first, first + per_rank))
         for b in range(min(max_batches, len(ids) // batch_size)):
             yield self._windows(ids[b * batch_size:(b + 1) * batch_size])
 

@@ -362,8 +362,8 @@ def train(cfg: TrainConfig, stream=None) -> dict:
     final_val = evaluate(model, data, cfg.training.micro_batch_size, cfg.logging.eval_batches, device, dtype)
     if final_val is not None and not (cfg.logging.eval_interval and step % cfg.logging.eval_interval == 0):
         metrics.log_eval(step, final_val)
-    path = save() if step != last_saved or checkpoint.latest(checkpoints) is None else checkpoint.latest(checkpoints)
-    metrics.message(f"done at step {step}; checkpoint {path}" if rank == 0 else "")
+    path = save() if step != last_saved else resume_from
+    metrics.message(f"done at step {step}; checkpoint {path}")
     metrics.close()
     if dist.is_initialized():
         dist.barrier()  # rank 0 may still be writing the checkpoint; tearing down under it aborts gloo

@@ -82,6 +82,16 @@ def test_export_writes_hf_names_and_config(tmp_path):
     assert torch.equal(state["lm_head.weight"], model.output.weight)
 
 
+def test_export_hf_command(tmp_path, capsys):
+    from pipeline.cli import main
+
+    _, checkpoints = _checkpoint(tmp_path)
+    assert main(["export-hf", str(checkpoints / "step-0000010"), str(tmp_path / "hf"), "--dtype", "bfloat16"]) == 0
+    assert load_file(tmp_path / "hf" / "model.safetensors")["lm_head.weight"].dtype == torch.bfloat16
+    assert main(["export-hf", str(tmp_path / "nowhere"), str(tmp_path / "hf2")]) == 2
+    assert "no model.safetensors" in capsys.readouterr().err
+
+
 def test_logits_equal_in_transformers(tmp_path):
     transformers = pytest.importorskip("transformers", reason="the optional `hf` extra (transformers) is not installed")
     model, checkpoints = _checkpoint(tmp_path)

@@ -181,6 +181,19 @@ def test_config_rejects_unknown_keys_and_loads_the_tiny_config():
     assert big.model.name == "1B" and big.data.seq_len == 2048 and big.schedule.warmup_steps == 2000
 
 
+def test_mfu_is_model_flops_per_second_over_the_peak():
+    from model.metrics import MetricsLogger, PEAK_BF16_FLOPS
+
+    assert dict(PEAK_BF16_FLOPS)["H100"] == 989e12
+    logger = MetricsLogger(None, flops_per_token=6e9, device=torch.device("cpu"), world_size=2, enabled=False, peak=989e12)
+    logger._since -= 2.0  # as if the interval had lasted 2 s (plus the few microseconds this test takes)
+    logger.count_tokens(2 * 80_000)
+    record = logger.log_train(step=1, loss=2.0, lr=1e-4, grad_norm=0.5)
+    assert record["tokens_per_s"] == pytest.approx(80_000, rel=1e-3)
+    assert record["mfu"] == pytest.approx(80_000 * 6e9 / (989e12 * 2), rel=1e-3)
+    assert "mfu" not in MetricsLogger(None, 6e9, torch.device("cpu"), 1, enabled=False).log_train(1, 2.0, 1e-4, 0.5)
+
+
 # ---------------------------------------------------------------------------------------------- training
 
 
