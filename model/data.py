@@ -142,8 +142,10 @@ class PackedWindows:
                 "n_train_windows": self.n_train_windows, "world_size": self.world_size}
 
     def load_state_dict(self, state: dict) -> None:
+        """The position is global (windows consumed by all ranks), so a run may resume on a different
+        number of ranks; the same shards, seed and sequence length are required."""
         mine = self.state_dict()
-        for key in ("seed", "seq_len", "n_train_windows", "world_size"):
+        for key in ("seed", "seq_len", "n_train_windows"):
             if state[key] != mine[key]:
                 raise ValueError(f"checkpoint was written with data {key}={state[key]}, this run has {mine[key]}")
         self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])

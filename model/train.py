@@ -172,25 +172,30 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig, device: torch.
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused or None)
 
 
-def setup_distributed() -> tuple[int, int, int]:
-    """rank, local rank, world size; initialises the process group when launched by torchrun."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return 0, 0, 1
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world_size
-
-
-def pick_device(name: str, local_rank: int) -> torch.device:
+def pick_device(name: str) -> torch.device:
+    """This process's device; under torchrun, the GPU of its local rank."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("training.device is cuda but no CUDA device is available")
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device(name)
+
+
+def setup_distributed(device: torch.device) -> tuple[int, int]:
+    """rank and world size; initialises the process group when launched by torchrun (NCCL between
+    GPUs, bound to this rank's GPU; gloo between CPU processes)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1
+    if device.type == "cuda":
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        dist.init_process_group("gloo")
+    return dist.get_rank(), world_size
 
 
 def build_model(args: ModelArgs, cfg: TrainingConfig, device: torch.device, world_size: int) -> torch.nn.Module:
@@ -262,8 +267,8 @@ def train(cfg: TrainConfig, stream=None) -> dict:
     """Run (or resume) training as configured. Returns {"history": [...], "step": N, "checkpoint": path}.
     Log lines go to `stream` (default stdout) on rank 0."""
     started = time.monotonic()  # max_minutes counts setup too: it is a wall-clock budget
-    rank, local_rank, world_size = setup_distributed()
-    device = pick_device(cfg.training.device, local_rank)
+    device = pick_device(cfg.training.device)
+    rank, world_size = setup_distributed(device)
     dtype = autocast_dtype(cfg.training, device)
     if cfg.training.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
