@@ -96,6 +96,7 @@ def main() -> int:
     parser.add_argument("--activation-checkpointing", action="store_true")
     parser.add_argument("--no-transformers", action="store_true", help="skip the LlamaForCausalLM comparison")
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu, for a smoke test of this script")
+    parser.add_argument("--peak-tflops", type=float, help="the GPU's dense bf16 peak, where model/metrics.py does not know it")
     parser.add_argument("--json-out", help="also write the JSON result to this file")
     opts = parser.parse_args()
 
@@ -108,7 +109,7 @@ def main() -> int:
     args = CONFIGS[opts.config].with_overrides(max_seq_len=max(opts.seq_len, CONFIGS[opts.config].max_seq_len))
     tokens = torch.randint(0, args.vocab_size, (opts.micro_batch, opts.seq_len + 1),
                            generator=torch.Generator().manual_seed(0)).to(device)
-    peak = peak_flops(device) if device.type == "cuda" else None
+    peak = opts.peak_tflops * 1e12 if opts.peak_tflops else peak_flops(device) if device.type == "cuda" else None
     per_token = flops_per_token(args, opts.seq_len)
 
     def with_mfu(result: dict) -> dict:
