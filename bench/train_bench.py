@@ -141,6 +141,9 @@ def main() -> int:
             print("train_bench: transformers is not installed (pip install 'corpusmill[hf]'); skipping the comparison")
         else:
             hf = hf_llama(args, device)
+            hf_params = sum(p.numel() for p in hf.parameters())
+            if hf_params != count_params(args):  # the comparison is only fair for the same model
+                raise SystemExit(f"train_bench: LlamaForCausalLM has {hf_params:,} parameters, ours {count_params(args):,}")
             report["transformers_version"] = transformers.__version__
             report["transformers"] = with_mfu(measure(hf, hf_loss, tokens, opts.steps,
                                                       opts.warmup, device, dtype))
