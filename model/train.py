@@ -321,7 +321,7 @@ def train(cfg: TrainConfig, stream=None) -> dict:
         return checkpoint.save(checkpoints, step, model, optimizer, train_state, run_config, keep=cfg.checkpoint.keep)
 
     params = [p for p in model.parameters()]
-    last_saved = step
+    last_saved, last_path = step, resume_from
     metrics.reset_clock()
     while step < cfg.training.max_steps:
         if cfg.training.max_minutes > 0:
@@ -360,14 +360,13 @@ def train(cfg: TrainConfig, stream=None) -> dict:
                 metrics.log_eval(step, val_loss)
             metrics.reset_clock()
         if cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0:
-            save()
-            last_saved = step
+            last_saved, last_path = step, save()
             metrics.reset_clock()
 
     final_val = evaluate(model, data, cfg.training.micro_batch_size, cfg.logging.eval_batches, device, dtype)
     if final_val is not None and not (cfg.logging.eval_interval and step % cfg.logging.eval_interval == 0):
         metrics.log_eval(step, final_val)
-    path = save() if step != last_saved else resume_from
+    path = save() if step != last_saved else last_path
     metrics.message(f"done at step {step}; checkpoint {path}")
     metrics.close()
     if dist.is_initialized():

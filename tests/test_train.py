@@ -216,6 +216,7 @@ def test_resume_continues_bit_for_bit(manifest, tmp_path):
     straight = tiny_config(manifest, tmp_path / "straight", max_steps=12)
     straight.checkpoint.interval = 6
     reference = train(straight, stream=open("/dev/null", "w"))
+    assert reference["checkpoint"] == tmp_path / "straight" / "checkpoints" / "step-0000012"
 
     resumed_cfg = tiny_config(manifest, tmp_path / "resumed", max_steps=12)
     resumed_cfg.checkpoint.resume = str(tmp_path / "straight" / "checkpoints" / "step-0000006")
