@@ -272,7 +272,10 @@ def train(cfg: TrainConfig, stream=None) -> dict:
     dtype = autocast_dtype(cfg.training, device)
     if cfg.training.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+        # On a GPU some kernels (attention backward among them) have no deterministic version: warn there.
+        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    elif device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 for the few matmuls outside bf16 autocast
     torch.manual_seed(cfg.training.seed)
     output = Path(cfg.output)
 
