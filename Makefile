@@ -54,6 +54,8 @@ demo: setup models/lm/en.arpa.bin
 	# Whole documents only: a 100K-token book is 4.5 % of ~2.4M tokens, so the sample's stream is that size
 	# (the tiny CommonCrawl sample is repeated ~40 times to reach its 67 %).
 	$(CM) mix --input $(DEMO)/tokens --output $(DEMO)/mix --tokens 2400000
+	@echo "== the bundled LLaMA trainer: the tiny config on the CPU for a few minutes"
+	$(CM) train --config configs/train/tiny.yaml --data $(DEMO)/mix/manifest.json --output $(DEMO)/train --max-minutes 3
 	@echo "== statistics"
 	$(CM) stats $(DEMO) --html $(DEMO)/report
 	@echo

@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenize": ("beam_jobs.tokenize", "documents -> token shards (Megatron .bin/.idx) per source, with manifest.json"),
     "mix": ("beam_jobs.mix", "token shards -> the shuffled training stream in the target shares (67/15/4.5/4.5/4.5/2.5/2 %)"),
     "stats": ("beam_jobs.stats", "statistics of any job output or run folder: funnel, sources, shards, languages, perplexity, quality, mix (--json, --html DIR)"),
+    "train": ("model.train", "train the bundled LLaMA model on mixed token shards"),
+    "export-hf": ("model.export_hf", "export a training checkpoint to the Hugging Face Llama format (config + safetensors)"),
 }
 
 

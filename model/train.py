@@ -1,0 +1,429 @@
+"""`corpusmill train --config FILE`: pretrain the bundled LLaMA model on mixed token shards.
+
+One code path for a laptop CPU, one GPU and many GPUs (`torchrun ... -m pipeline.cli train`, FSDP2).
+The recipe is the paper's: AdamW (0.9, 0.95, eps 1e-8, weight decay 0.1 on matrices, not on norms),
+gradient clipping at 1.0, linear warm-up then a cosine to 10 % of the peak learning rate, and a
+batch measured in tokens, reached by gradient accumulation. See docs/trainer.md.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from model import checkpoint
+from model.data import PackedWindows
+from model.llama import CONFIGS, ModelArgs, Transformer, flops_per_token
+from model.metrics import MetricsLogger
+
+# --------------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny"  # a key of model.llama.CONFIGS
+    overrides: dict = field(default_factory=dict)  # any ModelArgs field; vocab_size comes from the shards
+
+
+@dataclass
+class DataConfig:
+    manifest: str = "runs/demo/mix/manifest.json"
+    seq_len: int = 2048
+    val_tokens: int = 1_048_576  # the end of the token stream, held out for validation
+    seed: int = 1234  # window order
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 3e-4  # peak
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+
+
+@dataclass
+class ScheduleConfig:
+    warmup_steps: int = 2000
+    min_lr_ratio: float = 0.1  # the cosine ends at this fraction of the peak, at training.max_steps
+
+
+@dataclass
+class TrainingConfig:
+    max_steps: int = 10_000
+    max_minutes: float = 0.0  # > 0: stop (and checkpoint) after this much wall-clock time
+    batch_tokens: int = 4_194_304  # per optimiser step, over all ranks (the paper's 4M)
+    micro_batch_size: int = 1  # sequences per forward pass per rank
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # autocast dtype: auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+    compile: bool = False  # torch.compile each transformer block
+    activation_checkpointing: bool = False
+    deterministic: bool = False  # torch.use_deterministic_algorithms; bit-exact resume on CPU
+    seed: int = 0  # weight init
+
+
+@dataclass
+class CheckpointConfig:
+    interval: int = 1000  # steps; a checkpoint is also written at the end
+    keep: int = 3  # newest checkpoints kept; 0 keeps all
+    resume: str = "auto"  # auto (newest under output/checkpoints, if any) | none | PATH
+
+
+@dataclass
+class LoggingConfig:
+    interval: int = 10
+    eval_interval: int = 500
+    eval_batches: int = 20
+    tensorboard: bool = True
+
+
+@dataclass
+class TrainConfig:
+    output: str = "runs/train"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "TrainConfig":
+        sections = {f.name: f for f in fields(cls)}
+        unknown = set(raw) - set(sections)
+        if unknown:
+            raise ValueError(f"unknown config section(s): {', '.join(sorted(unknown))}")
+        values = {}
+        for name, value in raw.items():
+            if name == "output":
+                values[name] = str(value)
+                continue
+            section_type = sections[name].default_factory
+            value = dict(value or {})
+            if name == "model":  # `model:` takes a name plus any ModelArgs field directly
+                overrides = {k: value.pop(k) for k in list(value) if k not in ("name", "overrides")}
+                value["overrides"] = {**value.get("overrides", {}), **overrides}
+            known = {f.name for f in fields(section_type)}
+            if set(value) - known:
+                raise ValueError(f"unknown key(s) in {name}: {', '.join(sorted(set(value) - known))}")
+            values[name] = section_type(**value)
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no training config at {path}")
+        return cls.from_dict(yaml.safe_load(path.read_text()) or {})
+
+    def set(self, dotted: str, value: str) -> None:
+        """Override one key, `section.key=value`, the value parsed as YAML (`training.compile=true`)."""
+        section, _, key = dotted.partition(".")
+        parsed = yaml.safe_load(value)
+        if section == "output" and not key:
+            self.output = str(parsed)
+        elif section == "model" and key not in ("name", "overrides"):
+            self.model.overrides[key] = parsed
+        elif hasattr(self, section) and hasattr(getattr(self, section), key):
+            setattr(getattr(self, section), key, parsed)
+        else:
+            raise ValueError(f"unknown config key {dotted!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Components
+
+
+class WarmupCosineSchedule:
+    """Learning rate at step s: linear warm-up to the peak over `warmup` steps, then a half cosine to
+    `min_ratio` * peak at `total` steps, flat after. A pure function of the step, so its state is the step."""
+
+    def __init__(self, peak: float, warmup: int, total: int, min_ratio: float):
+        self.peak, self.warmup, self.total, self.min_ratio = peak, warmup, total, min_ratio
+
+    def lr(self, step: int) -> float:
+        if step < self.warmup:
+            return self.peak * (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.peak * (self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def state_dict(self) -> dict:
+        return {"peak": self.peak, "warmup": self.warmup, "total": self.total, "min_ratio": self.min_ratio}
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig, device: torch.device, sharded: bool) -> torch.optim.AdamW:
+    # Decay the matrices (projections and embeddings), not the norm gains: decaying a gain toward 0
+    # fights the normalisation it scales.
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = device.type == "cuda" and not sharded  # one kernel for all params; foreach for DTensors
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused or None)
+
+
+def pick_device(name: str) -> torch.device:
+    """This process's device; under torchrun, the GPU of its local rank."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("training.device is cuda but no CUDA device is available")
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def setup_distributed(device: torch.device) -> tuple[int, int]:
+    """rank and world size; initialises the process group when launched by torchrun (NCCL between
+    GPUs, bound to this rank's GPU; gloo between CPU processes)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1
+    if device.type == "cuda":
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        dist.init_process_group("gloo")
+    return dist.get_rank(), world_size
+
+
+def build_model(args: ModelArgs, cfg: TrainingConfig, device: torch.device, world_size: int) -> torch.nn.Module:
+    """The model on `device`, built on the meta device (no memory, no throw-away default init) and
+    then initialised in place: whole on one device; under several ranks each transformer block and
+    the root sharded with FSDP2 first, so no rank ever holds the full model. The weights are the same
+    either way (model.llama.Transformer.init_weights)."""
+    with torch.device("meta"):
+        model = Transformer(args)
+    model.activation_checkpointing = cfg.activation_checkpointing
+    if world_size == 1:
+        model.to_empty(device=device)
+        model.init_weights(seed=cfg.seed)
+        if cfg.compile:
+            # The whole model, in place (`Module.compile`: state-dict names stay unchanged), so the
+            # final norm, output projection and loss are fused too.
+            model.compile()
+        return model
+
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    if cfg.compile:
+        # Each block's forward, not its __call__: FSDP2's all-gather/reshard hooks run around the
+        # compiled graph rather than inside it (torchtitan compiles per block for the same reason).
+        # All blocks share one compiled graph; state-dict names stay unchanged.
+        for layer in model.layers:
+            layer.forward = torch.compile(layer.forward)
+    # bf16 all-gathers halve the traffic; gradients are reduced in fp32 for accuracy.
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+        if autocast_dtype(cfg, device) == torch.bfloat16 else MixedPrecisionPolicy()
+    for layer in model.layers:
+        fully_shard(layer, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+    model.to_empty(device=device)
+    model.init_weights(seed=cfg.seed)
+    return model
+
+
+def autocast_dtype(cfg: TrainingConfig, device: torch.device) -> torch.dtype:
+    if cfg.dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[cfg.dtype]
+
+
+def mean_over_ranks(value: torch.Tensor) -> float:
+    if dist.is_initialized():
+        value = value.clone()
+        dist.all_reduce(value, op=dist.ReduceOp.AVG)
+    return value.item()
+
+
+@torch.no_grad()
+def evaluate(model, data: PackedWindows, batch_size: int, max_batches: int, device, dtype) -> float | None:
+    model.eval()
+    total, count = torch.zeros((), device=device), 0
+    for inputs, targets in data.validation_batches(batch_size, max_batches):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            total += model(inputs.to(device), targets.to(device)).float()
+        count += 1
+    model.train()
+    return mean_over_ranks(total / count) if count else None
+
+
+# --------------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(cfg: TrainConfig, stream=None) -> dict:
+    """Run (or resume) training as configured. Returns {"history": [...], "step": N, "checkpoint": path}.
+    Log lines go to `stream` (default stdout) on rank 0."""
+    started = time.monotonic()  # max_minutes counts setup too: it is a wall-clock budget
+    device = pick_device(cfg.training.device)
+    rank, world_size = setup_distributed(device)
+    dtype = autocast_dtype(cfg.training, device)
+    if cfg.training.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        # On a GPU some kernels (attention backward among them) have no deterministic version: warn there.
+        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    elif device.type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 for the few matmuls outside bf16 autocast
+    torch.manual_seed(cfg.training.seed)
+    output = Path(cfg.output)
+
+    # Data, and the batch arithmetic: batch_tokens = micro_batch * seq_len * world_size * accumulation.
+    data = PackedWindows(cfg.data.manifest, cfg.data.seq_len, cfg.data.val_tokens, cfg.data.seed, rank, world_size)
+    micro_tokens = cfg.training.micro_batch_size * cfg.data.seq_len * world_size
+    if cfg.training.batch_tokens % micro_tokens:
+        raise ValueError(f"training.batch_tokens {cfg.training.batch_tokens} is not a multiple of micro_batch_size "
+                         f"* seq_len * world_size = {micro_tokens}")
+    accumulation = cfg.training.batch_tokens // micro_tokens
+
+    # Model and optimiser.
+    base = CONFIGS.get(cfg.model.name)
+    if base is None:
+        raise ValueError(f"unknown model {cfg.model.name!r}; one of {', '.join(CONFIGS)}")
+    args = base.with_overrides(**{"max_seq_len": max(base.max_seq_len, cfg.data.seq_len), **cfg.model.overrides,
+                                  "vocab_size": data.vocab_size})
+    model = build_model(args, cfg.training, device, world_size)
+    optimizer = build_optimizer(model, cfg.optimizer, device, sharded=world_size > 1)
+    schedule = WarmupCosineSchedule(cfg.optimizer.lr, cfg.schedule.warmup_steps, cfg.training.max_steps,
+                                    cfg.schedule.min_lr_ratio)
+    metrics = MetricsLogger(output if rank == 0 else None, flops_per_token(args, cfg.data.seq_len), device,
+                            world_size, tensorboard=cfg.logging.tensorboard, enabled=rank == 0,
+                            stream=stream or sys.stdout)
+    run_config = {"model_args": asdict(args), "train_config": asdict(cfg)}
+    if rank == 0:  # the resolved config, flags and --set applied, for people and for reruns
+        (output / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+    checkpoints = output / "checkpoints"
+
+    # Resume: weights, optimiser, RNG, then step and data position.
+    step = 0
+    resume_from = None if cfg.checkpoint.resume == "none" else (
+        checkpoint.latest(checkpoints) if cfg.checkpoint.resume == "auto" else Path(cfg.checkpoint.resume))
+    if resume_from is not None:
+        state = checkpoint.load(resume_from, model, optimizer)
+        step = int(state["step"])
+        data.load_state_dict(state["data"])
+        metrics.message(f"resumed from {resume_from} at step {step}")
+    n_params = sum(p.numel() for p in model.parameters())
+    metrics.message(f"model {cfg.model.name}: {n_params:,} parameters, vocab {args.vocab_size}, seq {cfg.data.seq_len}; "
+                    f"{cfg.training.batch_tokens:,} tokens/step = {cfg.training.micro_batch_size} x {cfg.data.seq_len} "
+                    f"x {world_size} ranks x {accumulation} accumulation; device {device}, {dtype}")
+
+    def save() -> Path | None:
+        train_state = {"data": data.state_dict(), "schedule": schedule.state_dict()}
+        return checkpoint.save(checkpoints, step, model, optimizer, train_state, run_config, keep=cfg.checkpoint.keep)
+
+    params = [p for p in model.parameters()]
+    last_saved, last_path = step, resume_from
+    metrics.reset_clock()
+    while step < cfg.training.max_steps:
+        if cfg.training.max_minutes > 0:
+            out_of_time = torch.tensor(float(time.monotonic() - started > 60 * cfg.training.max_minutes), device=device)
+            if mean_over_ranks(out_of_time) > 0:  # any rank out of time stops all, so they stay in step
+                metrics.message(f"time limit of {cfg.training.max_minutes} min reached at step {step}")
+                break
+
+        lr = schedule.lr(step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=device)
+        for micro_step in range(accumulation):
+            inputs, targets = data.next_batch(cfg.training.micro_batch_size)
+            inputs = inputs.to(device, non_blocking=True)
+            targets = targets.to(device, non_blocking=True)
+            if world_size > 1:  # reduce-scatter gradients once, on the last micro-batch
+                model.set_requires_gradient_sync(micro_step == accumulation - 1)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                loss = model(inputs, targets)
+            (loss / accumulation).backward()
+            loss_sum += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optimizer.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        metrics.count_tokens(cfg.training.batch_tokens)
+
+        if step % cfg.logging.interval == 0 or step == cfg.training.max_steps:
+            if hasattr(grad_norm, "full_tensor"):
+                grad_norm = grad_norm.full_tensor()
+            metrics.log_train(step, mean_over_ranks(loss_sum / accumulation), lr, grad_norm.item())
+        if cfg.logging.eval_interval and step % cfg.logging.eval_interval == 0:
+            val_loss = evaluate(model, data, cfg.training.micro_batch_size, cfg.logging.eval_batches, device, dtype)
+            if val_loss is not None:
+                metrics.log_eval(step, val_loss)
+            metrics.reset_clock()
+        if cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0:
+            last_saved, last_path = step, save()
+            metrics.reset_clock()
+
+    final_val = evaluate(model, data, cfg.training.micro_batch_size, cfg.logging.eval_batches, device, dtype)
+    if final_val is not None and not (cfg.logging.eval_interval and step % cfg.logging.eval_interval == 0):
+        metrics.log_eval(step, final_val)
+    path = save() if step != last_saved else last_path
+    metrics.message(f"done at step {step}; checkpoint {path}")
+    metrics.close()
+    if dist.is_initialized():
+        dist.barrier()  # rank 0 may still be writing the checkpoint; tearing down under it aborts gloo
+        dist.destroy_process_group()
+    return {"history": metrics.history, "step": step, "checkpoint": path, "val_loss": final_val}
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI adapter (pipeline/cli.py)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="training config YAML (e.g. configs/train/tiny.yaml)")
+    parser.add_argument("--data", help="token-shard manifest.json (overrides data.manifest)")
+    parser.add_argument("--output", help="run folder for checkpoints, metrics and TensorBoard (overrides output)")
+    parser.add_argument("--max-steps", type=int, help="optimiser steps; also the cosine's length (training.max_steps)")
+    parser.add_argument("--max-minutes", type=float, help="stop after this much wall-clock time (training.max_minutes)")
+    parser.add_argument("--device", help="auto | cpu | cuda (training.device)")
+    parser.add_argument("--resume", help="auto | none | a checkpoint folder (checkpoint.resume)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override any config key, e.g. --set training.compile=true (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    cfg = TrainConfig.load(args.config)
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set wants SECTION.KEY=VALUE, got {item!r}")
+        cfg.set(key, value)
+    if args.data:
+        cfg.data.manifest = args.data
+    if args.output:
+        cfg.output = args.output
+    if args.max_steps is not None:
+        cfg.training.max_steps = args.max_steps
+    if args.max_minutes is not None:
+        cfg.training.max_minutes = args.max_minutes
+    if args.device:
+        cfg.training.device = args.device
+    if args.resume:
+        cfg.checkpoint.resume = args.resume
+    return cfg
+
+
+def run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    if beam_args:
+        raise ValueError(f"train is not a Beam job and takes no pipeline options; unknown arguments: {' '.join(beam_args)}")
+    train(config_from_args(args))
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m model.train")
+    add_arguments(parser)
+    sys.exit(run(*parser.parse_known_args()))
