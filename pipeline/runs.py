@@ -92,11 +92,6 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def makedirs(path: str) -> None:
-    fs, p = _fs(path)
-    fs.create_dir(p, recursive=True)
-
-
 @contextlib.contextmanager
 def atomic_output(path: str) -> Iterator[pa.NativeFile]:
     """Write to a temporary sibling, then rename into place; a failure leaves no partial file."""

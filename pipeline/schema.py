@@ -31,16 +31,9 @@ DOCUMENT_SCHEMA = pa.schema(
     ]
 )
 
-COLUMNS = tuple(DOCUMENT_SCHEMA.names)
-
-
 def document_id(source: str, native_id: str) -> str:
     """A stable id: 128 bits of SHA-1 over the source and the record's own id (WARC-Record-ID, path...)."""
     return hashlib.sha1(f"{source}\x00{native_id}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def empty_documents() -> pa.RecordBatch:
-    return pa.RecordBatch.from_pylist([], schema=DOCUMENT_SCHEMA)
 
 
 def to_document_table(table: pa.Table) -> pa.Table:
