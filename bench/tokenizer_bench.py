@@ -88,6 +88,7 @@ def main() -> None:
     ap.add_argument("--vocab-size", type=int, default=32000)
     ap.add_argument("--sample-chars", type=int, default=20_000_000)
     ap.add_argument("--in-memory-train", action="store_true", help="run train-tokenizer's Beam graph in one process")
+    ap.add_argument("--train-only", action="store_true", help="skip the encoding benchmark")
     args = ap.parse_args()
     beam = [f"--direct_num_workers={args.workers}", "--direct_running_mode=multi_processing"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,6 +110,8 @@ def main() -> None:
         print(f"train-tokenizer (vocab {args.vocab_size}, sample {sample_mb:.1f} MB): job {job_s:.1f} s, bare SentencePiece "
               f"{bare_s:.1f} s -> {job_s / bare_s:.2f}x (goal <= 1.1x; training inside the job {card['train_seconds']:.1f} s)")
 
+        if args.train_only:
+            return
         model = os.path.join(tok, "tokenizer.model")
         sp = spm_lib.load(model)
         started = time.perf_counter()

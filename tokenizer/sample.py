@@ -5,6 +5,13 @@ their id, so the choice depends on the seed and the documents only (not on file 
 a source is taken whole `copies` times (a source smaller than its budget is repeated, as the mix
 repeats it), and the remaining budget is filled with the lowest-ranked documents, up to the first
 one that reaches it (`threshold`: documents whose rank is <= it get one more copy).
+
+One pass over the documents: each file's non-empty documents become `Candidates` (rank, global
+order, length, training lines); merging candidates of one source keeps, once their characters reach
+the budget, only the rank prefix that reaches it. A document outside the prefix of a subset is
+outside the prefix of the whole source (its lower-ranked documents already hold the budget), so the
+merged candidates, in any merge order, hold every document the selection can take, and at most
+about one budget of text per source.
 """
 from __future__ import annotations
 
@@ -39,9 +46,12 @@ class SourceSelection:
         return self.copies + (ranks <= np.uint64(self.threshold)).astype(np.int64)
 
 
-def select(ranks: np.ndarray, lengths: np.ndarray, budget: int) -> SourceSelection:
-    """The selection that gives `budget` characters (whole documents, the last one may pass it)."""
-    total = int(lengths.sum())
+def select(ranks: np.ndarray, lengths: np.ndarray, budget: int, total: int | None = None) -> SourceSelection:
+    """The selection that gives `budget` characters (whole documents, the last one may pass it).
+
+    `total`: the source's characters when `ranks`/`lengths` are only its candidates (see `Candidates`).
+    """
+    total = int(lengths.sum()) if total is None else int(total)
     if total == 0:
         return SourceSelection(0, -1, budget, 0)
     copies, remainder = divmod(int(budget), total)
@@ -50,3 +60,70 @@ def select(ranks: np.ndarray, lengths: np.ndarray, budget: int) -> SourceSelecti
     order = np.argsort(ranks, kind="stable")
     reach = int(np.searchsorted(np.cumsum(lengths[order]), remainder, side="left"))
     return SourceSelection(copies, int(ranks[order[min(reach, len(order) - 1)]]), budget, total)
+
+
+def training_block(text: str, max_sentence_bytes: int) -> tuple[bytes, int, int]:
+    """A document's training text: its non-empty lines ("\\r" stripped), each ending in "\\n", without the
+    lines over `max_sentence_bytes` (SentencePiece would skip them). Returns (block, lines, too_long)."""
+    lines = [line for line in (x.rstrip(b"\r") for x in text.encode("utf-8").split(b"\n")) if line]
+    kept = [line for line in lines if len(line) <= max_sentence_bytes]
+    return (b"\n".join(kept) + b"\n" if kept else b""), len(kept), len(lines) - len(kept)
+
+
+@dataclasses.dataclass
+class Candidates:
+    """A source's documents that the selection may take, and the counts of all its documents."""
+
+    budget: int = 0  # the source's budget (characters)
+    docs: int = 0  # documents read
+    empty: int = 0  # of which without text
+    chars: int = 0  # characters of all documents read
+    ranks: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.uint64))
+    order: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.uint64))  # file_index << 32 | row
+    lengths: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    lines: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    too_long: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    blocks: list = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def of_file(cls, file_index: int, ranks: np.ndarray, texts: list, lengths: np.ndarray, budget: int,
+                max_sentence_bytes: int) -> "Candidates":
+        """The candidates of one file; training blocks are made for the documents kept only."""
+        nonempty = np.flatnonzero(lengths > 0)
+        found = cls(budget=int(budget), docs=len(lengths), empty=len(lengths) - len(nonempty), chars=int(lengths.sum()),
+                    ranks=ranks[nonempty], order=(np.uint64(file_index) << np.uint64(32)) | nonempty.astype(np.uint64),
+                    lengths=lengths[nonempty])
+        keep = found._prefix()
+        rows = nonempty[keep]
+        made = [training_block(texts[int(r)], max_sentence_bytes) for r in rows]
+        return dataclasses.replace(found, ranks=found.ranks[keep], order=found.order[keep], lengths=found.lengths[keep],
+                                   lines=np.array([m[1] for m in made], np.int64), too_long=np.array([m[2] for m in made], np.int64),
+                                   blocks=[m[0] for m in made])
+
+    def _prefix(self) -> np.ndarray:
+        """Indices (rank order) of the documents that can be selected: all while the characters seen
+        stay under the budget, else the rank prefix that reaches it (and ties of its last rank)."""
+        order = np.lexsort((self.order, self.ranks))
+        if self.chars < self.budget:
+            return order
+        reach = int(np.searchsorted(np.cumsum(self.lengths[order]), self.budget, side="left"))
+        if reach >= len(order):
+            return order
+        last = self.ranks[order[reach]]
+        return order[self.ranks[order] <= last]
+
+    def merge(self, other: "Candidates") -> "Candidates":
+        assert self.budget == other.budget, (self.budget, other.budget)
+        both = Candidates(self.budget, self.docs + other.docs, self.empty + other.empty, self.chars + other.chars,
+                          np.concatenate([self.ranks, other.ranks]), np.concatenate([self.order, other.order]),
+                          np.concatenate([self.lengths, other.lengths]), np.concatenate([self.lines, other.lines]),
+                          np.concatenate([self.too_long, other.too_long]), self.blocks + other.blocks)
+        return both.take(both._prefix())
+
+    def take(self, index: np.ndarray) -> "Candidates":
+        return dataclasses.replace(self, ranks=self.ranks[index], order=self.order[index], lengths=self.lengths[index],
+                                   lines=self.lines[index], too_long=self.too_long[index],
+                                   blocks=[self.blocks[int(i)] for i in index])
+
+    def selection(self) -> SourceSelection:
+        return select(self.ranks, self.lengths, self.budget, total=self.chars)
