@@ -62,12 +62,24 @@ def select(ranks: np.ndarray, lengths: np.ndarray, budget: int, total: int | Non
     return SourceSelection(copies, int(ranks[order[min(reach, len(order) - 1)]]), budget, total)
 
 
-def training_block(text: str, max_sentence_bytes: int) -> tuple[bytes, int, int]:
-    """A document's training text: its non-empty lines ("\\r" stripped), each ending in "\\n", without the
-    lines over `max_sentence_bytes` (SentencePiece would skip them). Returns (block, lines, too_long)."""
-    lines = [line for line in (x.rstrip(b"\r") for x in text.encode("utf-8").split(b"\n")) if line]
-    kept = [line for line in lines if len(line) <= max_sentence_bytes]
-    return (b"\n".join(kept) + b"\n" if kept else b""), len(kept), len(lines) - len(kept)
+def training_blocks(texts: pa.Array, max_sentence_bytes: int) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Each document's training text: its non-empty lines ("\\r" stripped), each ending in "\\n", without
+    the lines over `max_sentence_bytes` (SentencePiece would skip them), as large_binary; and per
+    document the lines kept and the lines left out for their length. Vectorised (Arrow kernels)."""
+    lists = pc.split_pattern(texts.fill_null(""), "\n")
+    lines = pc.utf8_rtrim(lists.flatten(), characters="\r")
+    nbytes = pc.binary_length(lines).to_numpy(zero_copy_only=False)
+    keep = (nbytes > 0) & (nbytes <= max_sentence_bytes)
+    counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    parent = np.repeat(np.arange(len(texts)), counts)
+    kept = np.bincount(parent[keep], minlength=len(texts)).astype(np.int64)
+    too_long = np.bincount(parent[nbytes > max_sentence_bytes], minlength=len(texts)).astype(np.int64)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(kept)]).astype(np.int64), pa.int64())
+    joined = pc.binary_join(pa.LargeListArray.from_arrays(offsets, lines.filter(pa.array(keep)).cast(pa.large_string())),
+                            pa.scalar("\n", pa.large_string()))
+    newline, empty = pa.scalar("\n", pa.large_string()), pa.scalar("", pa.large_string())
+    blocks = pc.if_else(pa.array(kept > 0), pc.binary_join_element_wise(joined, empty, newline), empty)
+    return blocks.cast(pa.large_binary()), kept, too_long
 
 
 @dataclasses.dataclass
@@ -83,10 +95,10 @@ class Candidates:
     lengths: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
     lines: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
     too_long: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
-    blocks: list = dataclasses.field(default_factory=list)
+    blocks: pa.Array = dataclasses.field(default_factory=lambda: pa.array([], pa.large_binary()))  # training text
 
     @classmethod
-    def of_file(cls, file_index: int, ranks: np.ndarray, texts: list, lengths: np.ndarray, budget: int,
+    def of_file(cls, file_index: int, ranks: np.ndarray, texts: pa.Array, lengths: np.ndarray, budget: int,
                 max_sentence_bytes: int) -> "Candidates":
         """The candidates of one file; training blocks are made for the documents kept only."""
         nonempty = np.flatnonzero(lengths > 0)
@@ -95,10 +107,9 @@ class Candidates:
                     lengths=lengths[nonempty])
         keep = found._prefix()
         rows = nonempty[keep]
-        made = [training_block(texts[int(r)], max_sentence_bytes) for r in rows]
+        blocks, lines, too_long = training_blocks(texts.take(pa.array(rows)), max_sentence_bytes)
         return dataclasses.replace(found, ranks=found.ranks[keep], order=found.order[keep], lengths=found.lengths[keep],
-                                   lines=np.array([m[1] for m in made], np.int64), too_long=np.array([m[2] for m in made], np.int64),
-                                   blocks=[m[0] for m in made])
+                                   lines=lines, too_long=too_long, blocks=blocks)
 
     def _prefix(self) -> np.ndarray:
         """Indices (rank order) of the documents that can be selected: all while the characters seen
@@ -117,13 +128,13 @@ class Candidates:
         both = Candidates(self.budget, self.docs + other.docs, self.empty + other.empty, self.chars + other.chars,
                           np.concatenate([self.ranks, other.ranks]), np.concatenate([self.order, other.order]),
                           np.concatenate([self.lengths, other.lengths]), np.concatenate([self.lines, other.lines]),
-                          np.concatenate([self.too_long, other.too_long]), self.blocks + other.blocks)
+                          np.concatenate([self.too_long, other.too_long]), pa.concat_arrays([self.blocks, other.blocks]))
         return both.take(both._prefix())
 
     def take(self, index: np.ndarray) -> "Candidates":
         return dataclasses.replace(self, ranks=self.ranks[index], order=self.order[index], lengths=self.lengths[index],
                                    lines=self.lines[index], too_long=self.too_long[index],
-                                   blocks=[self.blocks[int(i)] for i in index])
+                                   blocks=self.blocks.take(pa.array(index, pa.int64())))
 
     def selection(self) -> SourceSelection:
         return select(self.ranks, self.lengths, self.budget, total=self.chars)
