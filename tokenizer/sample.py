@@ -105,9 +105,10 @@ class Candidates:
         found = cls(budget=int(budget), docs=len(lengths), empty=len(lengths) - len(nonempty), chars=int(lengths.sum()),
                     ranks=ranks[nonempty], order=(np.uint64(file_index) << np.uint64(32)) | nonempty.astype(np.uint64),
                     lengths=lengths[nonempty])
-        keep = found._prefix()
+        keep = np.sort(found._prefix())  # file order
         rows = nonempty[keep]
-        blocks, lines, too_long = training_blocks(texts.take(pa.array(rows)), max_sentence_bytes)
+        whole = len(rows) == len(texts)  # every document kept: no copy of the texts
+        blocks, lines, too_long = training_blocks(texts if whole else texts.take(pa.array(rows)), max_sentence_bytes)
         return dataclasses.replace(found, ranks=found.ranks[keep], order=found.order[keep], lengths=found.lengths[keep],
                                    lines=lines, too_long=too_long, blocks=blocks)
 
@@ -129,7 +130,7 @@ class Candidates:
                           np.concatenate([self.ranks, other.ranks]), np.concatenate([self.order, other.order]),
                           np.concatenate([self.lengths, other.lengths]), np.concatenate([self.lines, other.lines]),
                           np.concatenate([self.too_long, other.too_long]), pa.concat_arrays([self.blocks, other.blocks]))
-        return both.take(both._prefix())
+        return both if both.chars < both.budget else both.take(both._prefix())
 
     def take(self, index: np.ndarray) -> "Candidates":
         return dataclasses.replace(self, ranks=self.ranks[index], order=self.order[index], lengths=self.lengths[index],
