@@ -1,16 +1,18 @@
 """`corpusmill train-tokenizer`: sample training text from the curated sources in the mix's
 proportions (deterministic), then train a SentencePiece BPE model with the LLaMA trainer_spec.
 
-Graph (one pass over the sources):
-    (source, file) -> ReadCandidates: ids ranked by a seeded hash, lengths, training lines of the
-        documents the selection may take (`tokenizer.sample.Candidates`)
-        -> CombinePerKey(source) (keeps about one budget of text per source)
-        -> WriteSourceSample: OUTPUT/sample/<source>.txt, documents in input order, each as many times
-           as selected -> OUTPUT/.tmp-sample.json (per-source figures and stats)
+Graph:
+    (source, file) -> RankFile (seeded hash of each id, character length)
+        -> CombinePerKey(source) -> per-source selection (copies + rank threshold), side input
+    (source, file) -> WriteSample: the selected documents' training lines, each document as many
+        times as selected -> OUTPUT/sample/<source>-NNNNN.txt -> OUTPUT/.tmp-sample.json (figures, stats)
 Then, in this process once the pipeline is done, SentencePiece trains on the sample files with all
 its threads (not inside a Beam worker, where it would share the cores with idle worker processes):
     -> OUTPUT/tokenizer.model, .vocab, tokenizer.json (sample, trainer_spec, timings), stats.json
 
+Each input file is read twice (ranks, then text): a single pass has to carry the candidate text
+through Beam's shuffle to one place per source, which measured slower (in one process, and more so
+across worker processes) than reading the Parquet again (~0.15 s per 100 M characters).
 The sample files are named by source and hold documents in input order, so the sample (and the
 model trained on it) is the same whatever the number of workers.
 """
@@ -34,7 +36,7 @@ from pipeline.runs import atomic_output, atomic_write_bytes, finalize, input_fin
 from pipeline.schema import SOURCES
 from tokenizer import spm as spm_lib
 from tokenizer.inputs import parse_shares, resolve_inputs, target_shares
-from tokenizer.sample import Candidates, char_lengths, document_ranks
+from tokenizer.sample import SourceSelection, char_lengths, document_ranks, select, training_blocks
 
 STAGE = "sample"
 SAMPLE_DIR = "sample"
@@ -47,40 +49,37 @@ SAMPLE_REPORT = ".tmp-sample.json"  # pipeline -> driver hand-off; `finalize` re
 ONE_PROCESS_INPUT_BYTES = 256 << 20
 
 
-def sample_name(source: str) -> str:
-    return f"{SAMPLE_DIR}/{source}.txt"
+def sample_name(source: str, index: int) -> str:
+    return f"{SAMPLE_DIR}/{source}-{index:05d}.txt"
 
 
-class ReadCandidates(beam.DoFn):
-    def __init__(self, seed: int, budgets: dict[str, int], max_sentence_bytes: int):
-        self.seed, self.budgets, self.max_sentence_bytes = seed, budgets, max_sentence_bytes
+class RankFile(beam.DoFn):
+    def __init__(self, seed: int):
+        self.seed = seed
 
     def process(self, element):
-        source, index, path = element
+        source, _, path = element
         table = pq.read_table(path, columns=["id", "text"])
-        texts = table.column("text").combine_chunks()
-        yield source, Candidates.of_file(index, document_ranks(table.column("id").combine_chunks(), self.seed), texts,
-                                         char_lengths(texts), self.budgets[source], self.max_sentence_bytes)
+        yield source, (document_ranks(table.column("id").combine_chunks(), self.seed), char_lengths(table.column("text").combine_chunks()))
 
 
-class MergeCandidates(beam.CombineFn):
-    """Per source: its files' candidates, cut to its budget as they merge."""
+class GatherRanks(beam.CombineFn):
+    """Per source: the (rank, length) arrays of all its files, concatenated."""
 
     def create_accumulator(self):
-        return None
+        return []
 
     def add_input(self, acc, item):
-        return item if acc is None else acc.merge(item)
+        acc.append(item)
+        return acc
 
     def merge_accumulators(self, accs):
-        merged = None
-        for acc in accs:
-            if acc is not None:
-                merged = acc if merged is None else merged.merge(acc)
-        return merged
+        return [x for acc in accs for x in acc]
 
     def extract_output(self, acc):
-        return acc
+        ranks = np.concatenate([r for r, _ in acc]) if acc else np.zeros(0, np.uint64)
+        lengths = np.concatenate([n for _, n in acc]) if acc else np.zeros(0, np.int64)
+        return ranks, lengths
 
 
 def write_blocks(out, blocks: pa.Array, index: np.ndarray, chunk_bytes: int = 64 << 20) -> None:
@@ -96,57 +95,71 @@ def write_blocks(out, blocks: pa.Array, index: np.ndarray, chunk_bytes: int = 64
         start = stop
 
 
-class WriteSourceSample(beam.DoFn):
-    def __init__(self, output: str):
-        self.output = output
+class WriteSample(beam.DoFn):
+    """One input file's selected documents, in file order, each as many times as selected."""
 
-    def process(self, element):
-        source, found = element
-        selection = found.selection()
-        copies = selection.copies_of(found.ranks)
-        chosen = np.flatnonzero(copies > 0)
-        chosen = chosen[np.argsort(found.order[chosen], kind="stable")]  # input order
-        name = sample_name(source)
+    def __init__(self, output: str, seed: int, max_sentence_bytes: int):
+        self.output, self.seed, self.max_sentence_bytes = output, seed, max_sentence_bytes
+
+    def process(self, element, selections):
+        source, index, path = element
+        selection: SourceSelection = selections[source]
+        table = pq.read_table(path, columns=["id", "text"])
+        texts = table.column("text").combine_chunks()
+        lengths = char_lengths(texts)
+        copies = selection.copies_of(document_ranks(table.column("id").combine_chunks(), self.seed))
+        empty = lengths == 0
+        chosen = np.flatnonzero((copies > 0) & ~empty)
+        blocks, lines, too_long = training_blocks(texts.take(pa.array(chosen, pa.int64())), self.max_sentence_bytes)
+        name = sample_name(source, index)
         with atomic_output(os.path.join(self.output, name)) as out:
-            write_blocks(out, found.blocks, np.repeat(chosen, copies[chosen]))
-        stats = StageStats(STAGE, docs_in=found.docs, docs_out=len(chosen), chars_in=found.chars,
-                           chars_out=int((found.lengths[chosen] * copies[chosen]).sum()),
-                           lines_out=int((found.lines[chosen] * copies[chosen]).sum()))
-        stats.drop("empty", found.empty)
-        stats.drop("not_sampled", found.docs - found.empty - len(chosen))
-        too_long = int(found.too_long[chosen].sum())
-        if too_long:
-            stats.notes["sentences_over_max_length"] = too_long
+            write_blocks(out, blocks, np.repeat(np.arange(len(chosen)), copies[chosen]))
+        stats = StageStats(STAGE, docs_in=len(lengths), docs_out=len(chosen), chars_in=int(lengths.sum()),
+                           chars_out=int((lengths[chosen] * copies[chosen]).sum()), lines_out=int((lines * copies[chosen]).sum()))
+        stats.drop("empty", int(empty.sum()))
+        stats.drop("not_sampled", len(lengths) - int(empty.sum()) - len(chosen))
+        if too_long.sum():
+            stats.notes["sentences_over_max_length"] = int(too_long.sum())
         yield {"source": source, "file": name, "stats": stats.to_dict(), "documents": stats.docs_out, "chars": stats.chars_out,
-               "sentences": stats.lines_out, "budget": found.budget, "available_chars": selection.available_chars}
+               "sentences": stats.lines_out}
 
 
 class WriteReport(beam.DoFn):
     def __init__(self, output: str):
         self.output = output
 
-    def process(self, _, written):
-        report = sorted(written, key=lambda w: SOURCES.index(w["source"]))
+    def process(self, _, written, selections):
+        report = {"files": sorted(written, key=lambda w: w["file"]),
+                  "selections": {s: {"budget": sel.budget, "available_chars": sel.available_chars} for s, sel in selections.items()}}
         atomic_write_bytes(os.path.join(self.output, SAMPLE_REPORT), json.dumps(report).encode())
-        yield len(report)
+        yield len(written)
 
 
 def build(p, inputs: dict[str, list[str]], output: str, budgets: dict[str, int], seed: int, max_sentence_bytes: int):
     elements = [(source, i, path) for source, paths in inputs.items() for i, path in enumerate(paths)]
-    written = (
-        p
-        | "Files" >> beam.Create(elements)
-        | "Spread" >> beam.Reshuffle()
-        | "ReadCandidates" >> beam.ParDo(ReadCandidates(seed, budgets, max_sentence_bytes))
-        | "Merge" >> beam.CombinePerKey(MergeCandidates())
-        | "WriteSourceSample" >> beam.ParDo(WriteSourceSample(output))
+    files = p | "Files" >> beam.Create(elements)
+    selections = (
+        files
+        | "SpreadRank" >> beam.Reshuffle()
+        | "RankFile" >> beam.ParDo(RankFile(seed))
+        | "Gather" >> beam.CombinePerKey(GatherRanks())
+        | "Select" >> beam.MapTuple(lambda source, rl: (source, select(rl[0], rl[1], budgets[source])))
     )
-    return p | "Start" >> beam.Create([None]) | "WriteReport" >> beam.ParDo(WriteReport(output), beam.pvalue.AsList(written))
+    written = (
+        files
+        | "SpreadWrite" >> beam.Reshuffle()
+        | "WriteSample" >> beam.ParDo(WriteSample(output, seed, max_sentence_bytes), beam.pvalue.AsDict(selections))
+    )
+    return (
+        p
+        | "Start" >> beam.Create([None])
+        | "WriteReport" >> beam.ParDo(WriteReport(output), beam.pvalue.AsList(written), beam.pvalue.AsDict(selections))
+    )
 
 
-def train(output: str, report: list[dict], vocab_size: int, threads: int, seed: int, extra: dict) -> dict:
+def train(output: str, report: dict, vocab_size: int, threads: int, seed: int, extra: dict) -> dict:
     """Trains on the sample files the pipeline wrote, in this process; writes the model, card, stats.json."""
-    files = [w["file"] for w in report]
+    files = [w["file"] for w in report["files"]]
     inputs = [os.path.join(output, f) for f in files if os.path.getsize(os.path.join(output, f))]
     if not inputs:
         raise ValueError("the tokenizer sample is empty: no documents with text in the sources")
@@ -165,14 +178,17 @@ def train(output: str, report: list[dict], vocab_size: int, threads: int, seed: 
     atomic_write_bytes(model, proto.SerializeToString(deterministic=True))
     os.remove(prefix + ".model")
     os.replace(prefix + ".vocab", os.path.join(output, MODEL_NAME + ".vocab"))
-    total_chars = sum(w["chars"] for w in report)
-    sample = {
-        w["source"]: {"documents": w["documents"], "chars": w["chars"], "sentences": w["sentences"],
-                      "share": w["chars"] / total_chars if total_chars else 0.0, "budget": w["budget"],
-                      "available_chars": w["available_chars"],
-                      "epochs": w["chars"] / w["available_chars"] if w["available_chars"] else 0.0}
-        for w in report
-    }
+    sample: dict[str, dict] = {}
+    for w in report["files"]:
+        entry = sample.setdefault(w["source"], {"documents": 0, "chars": 0, "sentences": 0})
+        for k in entry:
+            entry[k] += w[k]
+    total_chars = sum(v["chars"] for v in sample.values())
+    for source, entry in sample.items():
+        sel = report["selections"][source]
+        entry.update(share=entry["chars"] / total_chars if total_chars else 0.0, budget=sel["budget"], available_chars=sel["available_chars"],
+                     epochs=entry["chars"] / sel["available_chars"] if sel["available_chars"] else 0.0)
+    sample = {s: sample[s] for s in SOURCES if s in sample}
     card = {
         "model": MODEL_NAME + ".model",
         "sha256": spm_lib.file_sha256(model),
@@ -184,7 +200,7 @@ def train(output: str, report: list[dict], vocab_size: int, threads: int, seed: 
         **extra,
     }
     atomic_write_bytes(os.path.join(output, "tokenizer.json"), (json.dumps(card, indent=2, ensure_ascii=False) + "\n").encode())
-    merged = merge_stage_stats(StageStats.from_dict(w["stats"]) for w in report)
+    merged = merge_stage_stats(StageStats.from_dict(w["stats"]) for w in report["files"])
     job = JobStats.from_merged("train-tokenizer", [STAGE], merged, **{k: v for k, v in extra.items() if k != "sample_seconds"})
     job.extra.update(sha256=card["sha256"], sample=sample, sample_seconds=extra.get("sample_seconds"), train_seconds=card["train_seconds"])
     finalize(output, job, files + [MODEL_NAME + ".model", MODEL_NAME + ".vocab", "tokenizer.json"], [])

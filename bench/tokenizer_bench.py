@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=4, help="shards per source")
     ap.add_argument("--repeat", type=int, default=3, help="copies of the text (tokenize benchmark size)")
     ap.add_argument("--vocab-size", type=int, default=32000)
-    ap.add_argument("--sample-chars", type=int, default=20_000_000)
+    ap.add_argument("--sample-chars", type=int, default=120_000_000, help="(a 124 MB sample on the default corpus)")
     ap.add_argument("--train-beam", default="", help="Beam options for train-tokenizer, e.g. '--direct_num_workers=2 --direct_running_mode=multi_processing' (default: the job's own)")
     ap.add_argument("--train-runs", type=int, default=3, help="job/bare pairs (the median ratio is reported)")
     ap.add_argument("--spm-train", default=None, help="an spm_train binary (sentencepiece 0.2.3) to time as a second baseline")
