@@ -24,13 +24,30 @@ DEAD = "dead_letter"
 Step = Callable[[pa.RecordBatch], "tuple[pa.RecordBatch, StageStats]"]
 
 
+# Flags that Beam 2.77 itself writes when it hands the options on (a False boolean without its
+# --no_ form), then warns that it cannot parse, in every process of every run.
+_BEAM_OWN_FLAGS = {"--direct_runner_use_stacked_bundle", "--pipeline_type_check"}
+
+
+def _not_beams_own_flags(record: logging.LogRecord) -> bool:
+    """Drops Beam's warning about its own flags; a mistyped option of ours is still reported."""
+    return not (record.msg == "Discarding unparseable args: %s" and record.args and set(record.args[0]) <= _BEAM_OWN_FLAGS)
+
+
 def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     """Beam options from the command line; on one machine, the DirectRunner with every core."""
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
+    if _not_beams_own_flags not in logging.getLogger("apache_beam.options.pipeline_options").filters:
+        logging.getLogger("apache_beam.options.pipeline_options").addFilter(_not_beams_own_flags)
     args = list(beam_args)
     given = " ".join(args)
     if "--default_sdk_harness_log_level" not in given:
         args.append("--default_sdk_harness_log_level=WARNING")
+    if "--sdk_harness_log_level_overrides" not in given:
+        # In worker processes (multi_processing): `__main__` is the harness, which warns on every
+        # start that it has no staging folder; the options warning is the one above (the driver,
+        # which parses the same options, still reports anything else).
+        args.append('--sdk_harness_log_level_overrides={"__main__": "ERROR", "apache_beam.options.pipeline_options": "ERROR"}')
     if "--runner" not in given:
         args.append("--runner=DirectRunner")
         if "--direct_num_workers" not in given:

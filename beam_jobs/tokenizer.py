@@ -4,12 +4,17 @@ proportions (deterministic), then train a SentencePiece BPE model with the LLaMA
 Graph:
     (source, file) -> RankFile (seeded hash of each id, character length)
         -> CombinePerKey(source) -> per-source selection (copies + rank threshold), side input
-    (source, file) -> WriteSample: the selected documents' lines -> OUTPUT/sample/<source>-NNNNN.txt
-        -> Train (one step, SentencePiece's own threads) -> OUTPUT/tokenizer.model, .vocab,
-           tokenizer.json (sample and trainer_spec), stats.json
+    (source, file) -> WriteSample: the selected documents' training lines, each document as many
+        times as selected -> OUTPUT/sample/<source>-NNNNN.txt -> OUTPUT/.tmp-sample.json (figures, stats)
+Then, in this process once the pipeline is done, SentencePiece trains on the sample files with all
+its threads (not inside a Beam worker, where it would share the cores with idle worker processes):
+    -> OUTPUT/tokenizer.model, .vocab, tokenizer.json (sample, trainer_spec, timings), stats.json
 
-The sample files are named by source and input file, and hold documents in file order, so the
-sample (and the model trained on it) is the same whatever the number of workers.
+Each input file is read twice (ranks, then text): a single pass has to carry the candidate text
+through Beam's shuffle to one place per source, which measured slower (in one process, and more so
+across worker processes) than reading the Parquet again (~0.15 s per 100 M characters).
+The sample files are named by source and hold documents in input order, so the sample (and the
+model trained on it) is the same whatever the number of workers.
 """
 from __future__ import annotations
 
@@ -20,20 +25,27 @@ import time
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sentencepiece as spm
 
-from beam_jobs.common import STATS, MergeStats, pipeline_options
-from pipeline.accounting import JobStats, StageStats
+from beam_jobs.common import pipeline_options
+from pipeline.accounting import JobStats, StageStats, merge_stage_stats
 from pipeline.runs import atomic_output, atomic_write_bytes, finalize, input_fingerprint, is_complete, load_stats
 from pipeline.schema import SOURCES
 from tokenizer import spm as spm_lib
 from tokenizer.inputs import parse_shares, resolve_inputs, target_shares
-from tokenizer.sample import SourceSelection, char_lengths, document_ranks, select
+from tokenizer.sample import SourceSelection, char_lengths, document_ranks, select, training_blocks
 
 STAGE = "sample"
 SAMPLE_DIR = "sample"
 MODEL_NAME = "tokenizer"
+SAMPLE_REPORT = ".tmp-sample.json"  # pipeline -> driver hand-off; `finalize` removes it
+# Below this much input (Parquet bytes), and unless Beam options say otherwise, sample in one
+# process: on a 2-core machine, 32 MB of Parquet (100 M characters, a 124 MB sample) samples in
+# 0.8 s in one process and 1.6 s with 2 worker processes, which take ~1 s to start.
+ONE_PROCESS_INPUT_BYTES = 256 << 20
 
 
 def sample_name(source: str, index: int) -> str:
@@ -47,9 +59,7 @@ class RankFile(beam.DoFn):
     def process(self, element):
         source, _, path = element
         table = pq.read_table(path, columns=["id", "text"])
-        ids = table.column("id").combine_chunks()
-        texts = table.column("text").combine_chunks()
-        yield source, (document_ranks(ids, self.seed), char_lengths(texts))
+        yield source, (document_ranks(table.column("id").combine_chunks(), self.seed), char_lengths(table.column("text").combine_chunks()))
 
 
 class GatherRanks(beam.CombineFn):
@@ -71,102 +81,60 @@ class GatherRanks(beam.CombineFn):
         return ranks, lengths
 
 
+def write_blocks(out, blocks: pa.Array, index: np.ndarray, chunk_bytes: int = 64 << 20) -> None:
+    """Writes blocks[index] one after another, a chunk of about `chunk_bytes` at a time."""
+    sizes = pc.binary_length(blocks).to_numpy(zero_copy_only=False).astype(np.int64)[index]
+    ends = np.cumsum(sizes)
+    start = 0
+    while start < len(index):
+        stop = max(int(np.searchsorted(ends, (ends[start - 1] if start else 0) + chunk_bytes, side="right")), start + 1)
+        chunk = blocks.take(pa.array(index[start:stop], pa.int64()))
+        offsets = np.frombuffer(chunk.buffers()[1], np.int64)
+        out.write(memoryview(chunk.buffers()[2])[: offsets[len(chunk)]] if offsets[len(chunk)] else b"")
+        start = stop
+
+
 class WriteSample(beam.DoFn):
+    """One input file's selected documents, in file order, each as many times as selected."""
+
     def __init__(self, output: str, seed: int, max_sentence_bytes: int):
         self.output, self.seed, self.max_sentence_bytes = output, seed, max_sentence_bytes
 
     def process(self, element, selections):
         source, index, path = element
         selection: SourceSelection = selections[source]
-        stats = StageStats(STAGE)
         table = pq.read_table(path, columns=["id", "text"])
-        ids = table.column("id").combine_chunks()
         texts = table.column("text").combine_chunks()
         lengths = char_lengths(texts)
-        copies = selection.copies_of(document_ranks(ids, self.seed))
-        stats.docs_in = len(ids)
-        stats.chars_in = int(lengths.sum())
+        copies = selection.copies_of(document_ranks(table.column("id").combine_chunks(), self.seed))
         empty = lengths == 0
-        stats.drop("empty", int(empty.sum()))
-        chosen = (copies > 0) & ~empty
-        stats.drop("not_sampled", int((~chosen & ~empty).sum()))
-        stats.docs_out = int(chosen.sum())
+        chosen = np.flatnonzero((copies > 0) & ~empty)
+        blocks, lines, too_long = training_blocks(texts.take(pa.array(chosen, pa.int64())), self.max_sentence_bytes)
         name = sample_name(source, index)
-        sentences = too_long = 0
         with atomic_output(os.path.join(self.output, name)) as out:
-            for i in np.flatnonzero(chosen):
-                lines = []
-                for line in spm_lib.sentences(texts[int(i)].as_py()):
-                    encoded = line.encode("utf-8")
-                    if len(encoded) > self.max_sentence_bytes:
-                        too_long += 1  # SentencePiece would skip it anyway
-                        continue
-                    lines.append(encoded)
-                block = b"\n".join(lines) + b"\n" if lines else b""
-                out.write(block * int(copies[i]))
-                sentences += len(lines) * int(copies[i])
-        stats.chars_out = int((lengths * copies * chosen).sum())
-        stats.lines_out = sentences
-        if too_long:
-            stats.notes["sentences_over_max_length"] = too_long
-        yield name
-        yield beam.pvalue.TaggedOutput(STATS, stats)
-        yield beam.pvalue.TaggedOutput("per_source", (source, {"documents": stats.docs_out, "chars": stats.chars_out, "sentences": sentences}))
+            write_blocks(out, blocks, np.repeat(np.arange(len(chosen)), copies[chosen]))
+        stats = StageStats(STAGE, docs_in=len(lengths), docs_out=len(chosen), chars_in=int(lengths.sum()),
+                           chars_out=int((lengths[chosen] * copies[chosen]).sum()), lines_out=int((lines * copies[chosen]).sum()))
+        stats.drop("empty", int(empty.sum()))
+        stats.drop("not_sampled", len(lengths) - int(empty.sum()) - len(chosen))
+        if too_long.sum():
+            stats.notes["sentences_over_max_length"] = int(too_long.sum())
+        yield {"source": source, "file": name, "stats": stats.to_dict(), "documents": stats.docs_out, "chars": stats.chars_out,
+               "sentences": stats.lines_out}
 
 
-class Train(beam.DoFn):
-    def __init__(self, output: str, vocab_size: int, threads: int, seed: int, extra: dict):
-        self.output, self.vocab_size, self.threads, self.seed, self.extra = output, vocab_size, threads, seed, extra
+class WriteReport(beam.DoFn):
+    def __init__(self, output: str):
+        self.output = output
 
-    def process(self, _, files, stats, per_source, selections):
-        files = sorted(files)
-        inputs = [os.path.join(self.output, f) for f in files if os.path.getsize(os.path.join(self.output, f))]
-        if not inputs:
-            raise ValueError("the tokenizer sample is empty: no documents with text in the sources")
-        spm.set_random_generator_seed(self.seed)
-        prefix = os.path.join(self.output, f".tmp-{MODEL_NAME}")
-        started = time.time()
-        spm_lib.train(",".join(inputs), prefix, self.vocab_size, self.threads)
-        seconds = time.time() - started
-        model = os.path.join(self.output, MODEL_NAME + ".model")
-        # The trainer records the absolute input and output paths in the model; record them relative
-        # to OUTPUT, so that the model's bytes (and checksum) depend on the sample only.
-        proto = spm_lib.model_proto(prefix + ".model")
-        del proto.trainer_spec.input[:]
-        proto.trainer_spec.input.extend(sorted(os.path.relpath(f, self.output) for f in inputs))
-        proto.trainer_spec.model_prefix = MODEL_NAME
-        atomic_write_bytes(model, proto.SerializeToString(deterministic=True))
-        os.remove(prefix + ".model")
-        os.replace(prefix + ".vocab", os.path.join(self.output, MODEL_NAME + ".vocab"))
-        sample = {}
-        for source, item in per_source:
-            entry = sample.setdefault(source, {"documents": 0, "chars": 0, "sentences": 0})
-            for k, v in item.items():
-                entry[k] += v
-        total_chars = sum(v["chars"] for v in sample.values())
-        for source, entry in sample.items():
-            sel = selections[source]
-            entry.update(share=entry["chars"] / total_chars if total_chars else 0.0, budget=sel.budget,
-                         available_chars=sel.available_chars, epochs=entry["chars"] / sel.available_chars if sel.available_chars else 0.0)
-        card = {
-            "model": MODEL_NAME + ".model",
-            "sha256": spm_lib.file_sha256(model),
-            "vocab_size": self.vocab_size,
-            "trainer_spec": {k: v for k, v in spm_lib.trainer_kwargs(self.vocab_size, self.threads).items() if k != "num_threads"},
-            "sample": {s: sample[s] for s in SOURCES if s in sample},
-            "sample_files": files,
-            "train_seconds": round(seconds, 3),
-            **self.extra,
-        }
-        atomic_write_bytes(os.path.join(self.output, "tokenizer.json"), (json.dumps(card, indent=2, ensure_ascii=False) + "\n").encode())
-        job = JobStats.from_merged("train-tokenizer", [STAGE], stats, **self.extra)
-        job.extra.update(sha256=card["sha256"], sample=card["sample"], train_seconds=card["train_seconds"])
-        finalize(self.output, job, files + [MODEL_NAME + ".model", MODEL_NAME + ".vocab", "tokenizer.json"], [])
-        yield card
+    def process(self, _, written, selections):
+        report = {"files": sorted(written, key=lambda w: w["file"]),
+                  "selections": {s: {"budget": sel.budget, "available_chars": sel.available_chars} for s, sel in selections.items()}}
+        atomic_write_bytes(os.path.join(self.output, SAMPLE_REPORT), json.dumps(report).encode())
+        yield len(written)
 
 
-def build(p, inputs: dict[str, list[str]], output: str, budgets: dict[str, int], vocab_size: int, threads: int, seed: int,
-          max_sentence_bytes: int, extra: dict):
+def build(p, inputs: dict[str, list[str]], output: str, budgets: dict[str, int], seed: int, max_sentence_bytes: int):
     elements = [(source, i, path) for source, paths in inputs.items() for i, path in enumerate(paths)]
     files = p | "Files" >> beam.Create(elements)
     selections = (
@@ -179,21 +147,63 @@ def build(p, inputs: dict[str, list[str]], output: str, budgets: dict[str, int],
     written = (
         files
         | "SpreadWrite" >> beam.Reshuffle()
-        | "WriteSample" >> beam.ParDo(WriteSample(output, seed, max_sentence_bytes), beam.pvalue.AsDict(selections)).with_outputs(STATS, "per_source", main="files")
+        | "WriteSample" >> beam.ParDo(WriteSample(output, seed, max_sentence_bytes), beam.pvalue.AsDict(selections))
     )
-    stats = written[STATS] | "MergeStats" >> beam.CombineGlobally(MergeStats())
     return (
         p
         | "Start" >> beam.Create([None])
-        | "Train"
-        >> beam.ParDo(
-            Train(output, vocab_size, threads, seed, extra),
-            beam.pvalue.AsList(written.files),
-            beam.pvalue.AsSingleton(stats),
-            beam.pvalue.AsList(written["per_source"]),
-            beam.pvalue.AsDict(selections),
-        )
+        | "WriteReport" >> beam.ParDo(WriteReport(output), beam.pvalue.AsList(written), beam.pvalue.AsDict(selections))
     )
+
+
+def train(output: str, report: dict, vocab_size: int, threads: int, seed: int, extra: dict) -> dict:
+    """Trains on the sample files the pipeline wrote, in this process; writes the model, card, stats.json."""
+    files = [w["file"] for w in report["files"]]
+    inputs = [os.path.join(output, f) for f in files if os.path.getsize(os.path.join(output, f))]
+    if not inputs:
+        raise ValueError("the tokenizer sample is empty: no documents with text in the sources")
+    spm.set_random_generator_seed(seed)
+    prefix = os.path.join(output, f".tmp-{MODEL_NAME}")
+    started = time.perf_counter()
+    spm_lib.train(",".join(inputs), prefix, vocab_size, threads)
+    seconds = time.perf_counter() - started
+    model = os.path.join(output, MODEL_NAME + ".model")
+    # The trainer records the absolute input and output paths in the model; record them relative
+    # to OUTPUT, so that the model's bytes (and checksum) depend on the sample only.
+    proto = spm_lib.model_proto(prefix + ".model")
+    del proto.trainer_spec.input[:]
+    proto.trainer_spec.input.extend(sorted(os.path.relpath(f, output) for f in inputs))
+    proto.trainer_spec.model_prefix = MODEL_NAME
+    atomic_write_bytes(model, proto.SerializeToString(deterministic=True))
+    os.remove(prefix + ".model")
+    os.replace(prefix + ".vocab", os.path.join(output, MODEL_NAME + ".vocab"))
+    sample: dict[str, dict] = {}
+    for w in report["files"]:
+        entry = sample.setdefault(w["source"], {"documents": 0, "chars": 0, "sentences": 0})
+        for k in entry:
+            entry[k] += w[k]
+    total_chars = sum(v["chars"] for v in sample.values())
+    for source, entry in sample.items():
+        sel = report["selections"][source]
+        entry.update(share=entry["chars"] / total_chars if total_chars else 0.0, budget=sel["budget"], available_chars=sel["available_chars"],
+                     epochs=entry["chars"] / sel["available_chars"] if sel["available_chars"] else 0.0)
+    sample = {s: sample[s] for s in SOURCES if s in sample}
+    card = {
+        "model": MODEL_NAME + ".model",
+        "sha256": spm_lib.file_sha256(model),
+        "vocab_size": vocab_size,
+        "trainer_spec": {k: v for k, v in spm_lib.trainer_kwargs(vocab_size, threads).items() if k != "num_threads"},
+        "sample": sample,
+        "sample_files": files,
+        "train_seconds": round(seconds, 3),
+        **extra,
+    }
+    atomic_write_bytes(os.path.join(output, "tokenizer.json"), (json.dumps(card, indent=2, ensure_ascii=False) + "\n").encode())
+    merged = merge_stage_stats(StageStats.from_dict(w["stats"]) for w in report["files"])
+    job = JobStats.from_merged("train-tokenizer", [STAGE], merged, **{k: v for k, v in extra.items() if k != "sample_seconds"})
+    job.extra.update(sha256=card["sha256"], sample=sample, sample_seconds=extra.get("sample_seconds"), train_seconds=card["train_seconds"])
+    finalize(output, job, files + [MODEL_NAME + ".model", MODEL_NAME + ".vocab", "tokenizer.json"], [])
+    return card
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -223,13 +233,22 @@ def run(args, beam_args: list[str]) -> int:
     os.makedirs(os.path.join(args.output, SAMPLE_DIR), exist_ok=True)
     for name in os.listdir(os.path.join(args.output, SAMPLE_DIR)):  # a sample from other inputs must not be trained on
         os.remove(os.path.join(args.output, SAMPLE_DIR, name))
-    started = time.time()
+    beam_args = list(beam_args)
+    paths = [p for ps in inputs.values() for p in ps]
+    local = not any("://" in p for p in paths)
+    if local and sum(map(os.path.getsize, paths)) < ONE_PROCESS_INPUT_BYTES and not any(a.startswith(("--runner", "--direct_num_workers", "--direct_running_mode")) for a in beam_args):
+        beam_args += ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+    started = time.perf_counter()
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-        build(p, inputs, args.output, budgets, args.vocab_size, args.threads, args.seed, max_sentence_bytes,
-              {"fingerprint": fingerprint, "config": settings})
+        build(p, inputs, args.output, budgets, args.seed, max_sentence_bytes)
+    with open(os.path.join(args.output, SAMPLE_REPORT)) as f:
+        report = json.load(f)
+    sample_seconds = round(time.perf_counter() - started, 3)
+    train(args.output, report, args.vocab_size, args.threads, args.seed,
+          {"fingerprint": fingerprint, "config": settings, "sample_seconds": sample_seconds})
     stats = load_stats(args.output)
     print(f"train-tokenizer: vocab {args.vocab_size}, sample of {stats['kept']} documents -> {args.output}/{MODEL_NAME}.model "
-          f"({time.time() - started:.1f} s, training {stats['train_seconds']:.1f} s)")
+          f"({time.perf_counter() - started:.1f} s: sampling {sample_seconds:.1f} s, training {stats['train_seconds']:.1f} s)")
     for name, s in stats["sample"].items():
         print(f"  {name:<14} {s['documents']:>8} documents {s['chars']:>12} chars ({s['share']:.1%}, epochs {s['epochs']:.2f})")
     return 0

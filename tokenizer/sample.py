@@ -50,3 +50,23 @@ def select(ranks: np.ndarray, lengths: np.ndarray, budget: int) -> SourceSelecti
     order = np.argsort(ranks, kind="stable")
     reach = int(np.searchsorted(np.cumsum(lengths[order]), remainder, side="left"))
     return SourceSelection(copies, int(ranks[order[min(reach, len(order) - 1)]]), budget, total)
+
+
+def training_blocks(texts: pa.Array, max_sentence_bytes: int) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Each document's training text: its non-empty lines ("\\r" stripped), each ending in "\\n", without
+    the lines over `max_sentence_bytes` (SentencePiece would skip them), as large_binary; and per
+    document the lines kept and the lines left out for their length. Vectorised (Arrow kernels)."""
+    lists = pc.split_pattern(texts.fill_null(""), "\n")
+    lines = pc.utf8_rtrim(lists.flatten(), characters="\r")
+    nbytes = pc.binary_length(lines).to_numpy(zero_copy_only=False)
+    keep = (nbytes > 0) & (nbytes <= max_sentence_bytes)
+    counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    parent = np.repeat(np.arange(len(texts)), counts)
+    kept = np.bincount(parent[keep], minlength=len(texts)).astype(np.int64)
+    too_long = np.bincount(parent[nbytes > max_sentence_bytes], minlength=len(texts)).astype(np.int64)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(kept)]).astype(np.int64), pa.int64())
+    joined = pc.binary_join(pa.LargeListArray.from_arrays(offsets, lines.filter(pa.array(keep)).cast(pa.large_string())),
+                            pa.scalar("\n", pa.large_string()))
+    newline, empty = pa.scalar("\n", pa.large_string()), pa.scalar("", pa.large_string())
+    blocks = pc.if_else(pa.array(kept > 0), pc.binary_join_element_wise(joined, empty, newline), empty)
+    return blocks.cast(pa.large_binary()), kept, too_long
