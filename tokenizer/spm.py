@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import ast
 import functools
-import hashlib
 import io
 import os
 from typing import Iterable
 
 import sentencepiece as spm
+from pipeline.runs import file_sha256  # noqa: F401  (part of this module's interface)
 
 # The released LLaMA tokenizer.model's trainer_spec, minus input/model_prefix/num_threads.
 LLAMA_TRAINER_SPEC: dict = {
@@ -122,14 +122,6 @@ def model_proto(path_or_bytes: str | bytes):
     message = _model_proto_class()()
     message.ParseFromString(data)
     return message
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load(path: str) -> spm.SentencePieceProcessor:
