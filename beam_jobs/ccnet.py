@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import time
 
 import apache_beam as beam
@@ -23,7 +22,7 @@ from pipeline.accounting import StageStats
 from pipeline.ccnet import STAGES, CCNetConfig, perplexities_by_language
 from pipeline.dedup import POLICIES, DuplicateTable, LineCensus, census_input, census_parts
 from pipeline.perplexity import compute_cutoffs
-from pipeline.runs import atomic_write_bytes, expand_inputs, input_fingerprint, is_complete, load_stats
+from pipeline.runs import expand_inputs, input_fingerprint, is_complete, load_stats
 from pipeline.warc import iter_raw_batches
 
 

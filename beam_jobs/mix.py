@@ -21,7 +21,7 @@ import numpy as np
 
 from beam_jobs.common import pipeline_options
 from pipeline.accounting import JobStats, StageStats
-from pipeline.runs import InputError, atomic_write_bytes, finalize, input_fingerprint, is_complete, load_stats
+from pipeline.runs import InputError, atomic_write_bytes, finalize, input_fingerprint, is_complete
 from pipeline.schema import SOURCES
 from tokenizer import spm as spm_lib
 from tokenizer.inputs import parse_shares, target_shares

@@ -27,7 +27,7 @@ import xxhash  # noqa: E402
 from pipeline.accounting import StageStats  # noqa: E402
 from pipeline.ccnet import CCNetConfig  # noqa: E402
 from pipeline.dedup import DuplicateTable, LineCensus, census_input, census_parts  # noqa: E402
-from pipeline.extract import ExtractText, decode_payload  # noqa: E402
+from pipeline.extract import decode_payload  # noqa: E402
 from pipeline.langid import predict_languages  # noqa: E402
 from pipeline.models import default_lm_dir, load_fasttext, load_kenlm, load_sentencepiece  # noqa: E402
 from pipeline.perplexity import compute_cutoffs, lm_paths  # noqa: E402

@@ -5,10 +5,7 @@ WARC records are copied as their original gzip members, byte for byte, in their 
 """
 from __future__ import annotations
 
-import csv
-import gzip
 import io
-import json
 import os
 import shutil
 import sys

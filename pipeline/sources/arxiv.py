@@ -175,7 +175,7 @@ def strip_comments(text: str) -> str:
 class StripComments(TextStep):
     name: str = "latex_comments"
 
-    def transform(self, text, row, batch):
+    def transform(self, text, row, batch, notes):
         return strip_comments(text), None
 
 
@@ -342,7 +342,7 @@ class ExpandMacros(TextStep):
     passes: int = 5
     name: str = "latex_macros"
 
-    def transform(self, text, row, batch):
+    def transform(self, text, row, batch, notes):
         macros, rest = extract_macros(text)
         expanded, n = expand_macros(rest, macros, self.passes)
         self._notes["macros_defined"] += len(macros)
@@ -384,7 +384,7 @@ def trim_paper(text: str) -> str | None:
 class TrimPaper(TextStep):
     name: str = "latex_trim"
 
-    def transform(self, text, row, batch):
+    def transform(self, text, row, batch, notes):
         body = trim_paper(text)
         return (body, None) if body is not None else (None, "no_section")
 

@@ -138,7 +138,7 @@ def strip_gutenberg(text: str) -> tuple[str, bool, bool]:
 class StripGutenberg(TextStep):
     name: str = "gutenberg_boilerplate"
 
-    def transform(self, text, row, batch):
+    def transform(self, text, row, batch, notes):
         body, head, foot = strip_gutenberg(text)
         self._notes["header_removed" if head else "no_header_marker"] += 1
         self._notes["footer_removed" if foot else "no_footer_marker"] += 1

@@ -30,13 +30,12 @@ import os
 import re
 from typing import Iterator
 
-import pyarrow as pa
 
 from pipeline.accounting import StageStats
 from pipeline.dedup import ApplyDedup, HashLines
 from pipeline.langid import IdentifyLanguage
 from pipeline.models import default_lid_path, load_fasttext
-from pipeline.sources.common import BatchBuilder, count_lines, open_maybe_compressed, replace_columns, text_totals
+from pipeline.sources.common import BatchBuilder, TextStep, open_maybe_compressed
 
 SOURCE = "c4"
 STAGES = ["read", "dedup_in_document", "dedup", "language", "c4_quality"]
@@ -112,7 +111,7 @@ def count_sentences(text: str) -> int:
 
 
 @dataclasses.dataclass
-class C4Quality:
+class C4Quality(TextStep):
     """C4's line and page rules (module doc). Lines dropped are counted in `notes` by rule."""
 
     min_words_per_line: int = 3
@@ -152,24 +151,8 @@ class C4Quality:
             return None, "c4_too_few_sentences"
         return page, None
 
-    def __call__(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, StageStats]:
-        stats = StageStats(self.name, docs_in=batch.num_rows)
-        text = batch.column("text")
-        stats.chars_in, stats.lines_in = text_totals(text)
-        keep, texts = [], []
-        for i, t in enumerate(text.to_pylist()):
-            page, reason = self.clean_page(t, stats.notes)
-            if page is None:
-                stats.drop(reason)
-            else:
-                keep.append(i)
-                texts.append(page)
-        out = batch.take(pa.array(keep, pa.int64()))
-        new_text = pa.array(texts, pa.string())
-        out = replace_columns(out, text=new_text, nlines=pa.array([count_lines(t) for t in texts], pa.int32()))
-        stats.docs_out = out.num_rows
-        stats.chars_out, stats.lines_out = text_totals(new_text)
-        return out, stats
+    def transform(self, text, row, batch, notes):
+        return self.clean_page(text, notes)
 
 
 def config_from_args(args) -> C4Config:

@@ -165,12 +165,13 @@ def text_totals(text: pa.Array) -> tuple[int, int]:
 
 @dataclasses.dataclass
 class TextStep:
-    """A per-document text transform / filter: `transform(text) -> (new_text or None, drop_reason)`;
-    None drops the document under the reason. Subclasses set `name` and implement `transform`."""
+    """A per-document text transform / filter: `transform(text, row, batch, notes) -> (new_text or None,
+    drop_reason)`; None drops the document under the reason; `notes` (a Counter) takes counts of
+    finer events, e.g. lines removed by rule. Subclasses set `name` and implement `transform`."""
 
     name: str = "text"
 
-    def transform(self, text: str, row: int, batch: pa.RecordBatch) -> tuple[str | None, str | None]:
+    def transform(self, text: str, row: int, batch: pa.RecordBatch, notes) -> tuple[str | None, str | None]:
         raise NotImplementedError
 
     def __call__(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, StageStats]:
@@ -179,7 +180,7 @@ class TextStep:
         stats.chars_in, stats.lines_in = text_totals(text)
         keep, texts = [], []
         for i, t in enumerate(text.to_pylist()):
-            new, reason = self.transform(t, i, batch)
+            new, reason = self.transform(t, i, batch, stats.notes)
             if new is None:
                 stats.drop(reason)
                 continue

@@ -320,7 +320,7 @@ def strip_license_header(text: str) -> tuple[str, bool]:
 class StripBoilerplate(TextStep):
     name: str = "boilerplate"
 
-    def transform(self, text, row, batch):
+    def transform(self, text, row, batch, notes):
         new, removed = strip_license_header(text)
         if removed:
             self._notes["license_headers_removed"] += 1

@@ -236,7 +236,7 @@ def _render(code) -> str:
 class WikitextToText(TextStep):
     name: str = "wikitext_to_text"
 
-    def transform(self, text, row, batch):
+    def transform(self, text, row, batch, notes):
         title = batch.column("metadata")[row].as_py()
         import json
 
