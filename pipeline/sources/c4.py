@@ -64,7 +64,7 @@ class C4Config:
         return [
             ApplyDedup(self.dedup_policy),
             IdentifyLanguage(self.lid_model, self.languages, self.lid_threshold),
-            C4Quality(self.min_words_per_line, self.max_word_length, self.min_sentences),
+            C4Quality(min_words_per_line=self.min_words_per_line, max_word_length=self.max_word_length, min_sentences=self.min_sentences),
         ]
 
 
