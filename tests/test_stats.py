@@ -26,7 +26,6 @@ import pytest
 from beam_jobs.stats import compute_report
 from pipeline import shard_stats
 from pipeline.cli import main as cli_main
-from pipeline.models import default_lid_path, default_lm_dir
 from pipeline.schema import document_id, to_document_table
 from pipeline.stats_report import render_terminal
 
@@ -42,14 +41,12 @@ PPL_TOLERANCE = 10 ** (shard_stats.PPL_BIN_WIDTH / 2)
 
 
 @pytest.fixture(scope="session")
-def ccnet_dir(tmp_path_factory):
-    """A real ccnet run on the bundled sample, every language and bucket kept."""
-    if not (default_lid_path().is_file() and (default_lm_dir() / "en.arpa.bin").is_file()):
-        pytest.skip(f"ccnet models not found under {default_lid_path().parent} (set CORPUSMILL_MODELS or run `make models`)")
+def ccnet_dir(tmp_path_factory, lid_model, lm_dir):
+    """A real ccnet run on the bundled sample, every language and bucket kept (models: tests/conftest.py)."""
     out = str(tmp_path_factory.mktemp("run") / "ccnet")
     with contextlib.redirect_stdout(io.StringIO()):
-        rc = cli_main(["ccnet", "--input", SAMPLE_WARCS, "--output", out, "--languages", "all",
-                       "--keep-buckets", "head,middle,tail", "--direct_num_workers=1"])  # fmt: skip
+        rc = cli_main(["ccnet", "--input", SAMPLE_WARCS, "--output", out, "--languages", "all", "--lid-model", lid_model,
+                       "--lm-dir", lm_dir, "--no-quality", "--keep-buckets", "head,middle,tail", "--direct_num_workers=1"])  # fmt: skip
     assert rc == 0
     return out
 
@@ -404,10 +401,10 @@ def test_not_an_output_is_a_clear_error(tmp_path, capsys):
     assert "holds no job output" in capsys.readouterr().err
 
 
-def test_tokens_of_document_shards_with_a_tokenizer(ccnet_dir, tmp_path):
+def test_tokens_of_document_shards_with_a_tokenizer(ccnet_dir, lm_dir, tmp_path):
     import sentencepiece as spm
 
-    model = str(default_lm_dir() / "en.sp.model")
+    model = os.path.join(lm_dir, "en.sp.model")
     report = compute_report(ccnet_dir, tokenizer=model, use_beam=False)
     sp = spm.SentencePieceProcessor(model_file=model)
     shards = plain_rows(ccnet_dir)
