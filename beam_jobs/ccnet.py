@@ -17,10 +17,10 @@ import time
 import apache_beam as beam
 import numpy as np
 
-from beam_jobs.common import DEAD, STATS, close_run, pipeline_options, run_steps, write_shards
+from beam_jobs.common import DEAD, STATS, close_run, line_census, pipeline_options, run_steps, set_duplicate_table, write_shards
 from pipeline.accounting import StageStats
 from pipeline.ccnet import STAGES, CCNetConfig, perplexities_by_language
-from pipeline.dedup import POLICIES, DuplicateTable, LineCensus, census_input, census_parts
+from pipeline.dedup import POLICIES
 from pipeline.perplexity import compute_cutoffs
 from pipeline.runs import expand_inputs, input_fingerprint, is_complete, load_stats
 from pipeline.warc import iter_raw_batches
@@ -38,29 +38,6 @@ class ReadArchive(beam.DoFn):
         yield beam.pvalue.TaggedOutput(STATS, stats)
         for d in dead:
             yield beam.pvalue.TaggedOutput(DEAD, d)
-
-
-class CensusCombine(beam.CombineFn):
-    """LineCensus as a Beam combine: partial censuses merge in any order to the same result."""
-
-    def create_accumulator(self):
-        return LineCensus()
-
-    def add_input(self, acc, part):
-        return acc.add(*part)
-
-    def merge_accumulators(self, accs):
-        accs = list(accs)
-        first = accs[0]
-        for other in accs[1:]:
-            first.merge(other)
-        return first
-
-    def compact(self, acc):
-        return acc.flush()
-
-    def extract_output(self, acc):
-        return acc.duplicates()
 
 
 class CollectPerplexities(beam.CombineFn):
@@ -83,10 +60,6 @@ class CollectPerplexities(beam.CombineFn):
         return compute_cutoffs({lang: np.concatenate(v) for lang, v in acc.items()})
 
 
-def _set_table(steps, parts):
-    steps[0].table = DuplicateTable.from_ranges([(r, h, o) for r, (h, o) in parts])
-
-
 def _set_cutoffs(steps, cutoffs):
     steps[0].cutoffs = cutoffs
 
@@ -103,13 +76,9 @@ def build(p, paths: list[str], output: str, config: CCNetConfig, fingerprint: st
     )
     hashed, stats_hashed = run_steps(read.batches, "ExtractAndHash", config.before_census())
 
-    census = (
-        hashed
-        | "CensusParts" >> beam.FlatMap(lambda kb: census_parts(*census_input(kb[1]), config.dedup_range_bits).items())
-        | "LineCensus" >> beam.CombinePerKey(CensusCombine())
-    )
+    census = line_census(hashed, config.dedup_range_bits)
     scored, stats_scored = run_steps(
-        hashed, "DedupLangidPerplexity", config.after_census(), beam.pvalue.AsList(census), configure=_set_table
+        hashed, "DedupLangidPerplexity", config.after_census(), beam.pvalue.AsList(census), configure=set_duplicate_table
     )
     fixed = config.fixed_cutoffs()
     if fixed is not None:

@@ -15,6 +15,7 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.accounting import JobStats, StageStats, merge_stage_stats
+from pipeline.dedup import DuplicateTable, LineCensus, census_input, census_parts
 from pipeline.runs import finalize, shard_name, write_parquet
 from pipeline.schema import to_document_table
 
@@ -83,6 +84,44 @@ def run_steps(pcoll, label: str, steps: list[Step], *side_inputs, configure: Cal
     """Returns (batches, stats) PCollections."""
     out = pcoll | label >> beam.ParDo(RunSteps(steps, configure), *side_inputs).with_outputs(STATS, main="batches")
     return out.batches, out[STATS]
+
+
+class CensusCombine(beam.CombineFn):
+    """LineCensus as a Beam combine: partial censuses merge in any order to the same result."""
+
+    def create_accumulator(self):
+        return LineCensus()
+
+    def add_input(self, acc, part):
+        return acc.add(*part)
+
+    def merge_accumulators(self, accs):
+        accs = list(accs)
+        first = accs[0]
+        for other in accs[1:]:
+            first.merge(other)
+        return first
+
+    def compact(self, acc):
+        return acc.flush()
+
+    def extract_output(self, acc):
+        return acc.duplicates()
+
+
+def line_census(batches, range_bits: int):
+    """The global line census (pipeline/dedup.py): (hash, order) arrays keyed by hash range, one
+    reduction per range; returns (range, (duplicated hashes, first holders)) pairs."""
+    return (
+        batches
+        | "CensusParts" >> beam.FlatMap(lambda kb: census_parts(*census_input(kb[1]), range_bits).items())
+        | "LineCensus" >> beam.CombinePerKey(CensusCombine())
+    )
+
+
+def set_duplicate_table(steps, parts):
+    """`configure` for run_steps: hands the census, as a DuplicateTable, to the dedup step (first)."""
+    steps[0].table = DuplicateTable.from_ranges([(r, h, o) for r, (h, o) in parts])
 
 
 class MergeStats(beam.CombineFn):

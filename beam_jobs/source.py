@@ -21,10 +21,9 @@ import time
 
 import apache_beam as beam
 
-from beam_jobs.ccnet import CensusCombine, _set_table
-from beam_jobs.common import DEAD, STATS, close_run, pipeline_options, run_steps, write_shards
+from beam_jobs.common import DEAD, STATS, close_run, line_census, pipeline_options, run_steps, set_duplicate_table, write_shards
 from pipeline.accounting import StageStats
-from pipeline.dedup import POLICIES, census_input, census_parts
+from pipeline.dedup import POLICIES
 from pipeline.runs import input_fingerprint, is_complete, load_stats
 from pipeline import sources
 
@@ -98,12 +97,8 @@ def build(p, name: str, paths: list[str], output: str, config, fingerprint: str)
     stats_parts = [read[STATS], stats_before]
     after_steps = config.after()
     if module.GLOBAL in ("lines", "exact"):
-        census = (
-            before
-            | "CensusParts" >> beam.FlatMap(lambda kb: census_parts(*census_input(kb[1]), config.dedup_range_bits).items())
-            | "Census" >> beam.CombinePerKey(CensusCombine())
-        )
-        kept, stats_after = run_steps(before, "After", after_steps, beam.pvalue.AsList(census), configure=_set_table)
+        census = line_census(before, config.dedup_range_bits)
+        kept, stats_after = run_steps(before, "After", after_steps, beam.pvalue.AsList(census), configure=set_duplicate_table)
         stats_parts.append(stats_after)
     elif module.GLOBAL == "minhash":
         drop = (
