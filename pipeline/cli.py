@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 # name -> (module, one-line help). Keep in pipeline order.
@@ -40,7 +41,14 @@ def _top_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ImportNoise(logging.Filter):
+    # Beam's import of its BigQuery client warns that apitools is missing; nothing here uses BigQuery.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in record.getMessage()
+
+
 def main(argv: list[str] | None = None) -> int:
+    logging.getLogger().addFilter(_ImportNoise())
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
     if not argv or argv[0] in ("-h", "--help"):
