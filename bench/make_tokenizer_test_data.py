@@ -2,7 +2,7 @@
 
 Run once by hand (tests never read the shared corpus):
 
-    python tests/data/tokenizer/build.py /work/shared/corpus [CCNET_RUN]
+    python bench/make_tokenizer_test_data.py ../shared/corpus [CCNET_RUN]
 
 Every text is copied byte-for-byte from its origin (see README.md); only selections and cuts (book
 excerpts at a paragraph boundary) are made here, with fixed choices, so a rebuild gives the same files.
@@ -16,7 +16,7 @@ import os
 import sys
 import xml.etree.ElementTree as ET
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data", "tokenizer")  # where it writes
 
 
 def write(source: str, docs: list[dict]) -> None:
