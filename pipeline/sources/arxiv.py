@@ -26,7 +26,6 @@ import os
 import posixpath
 import re
 import tarfile
-from collections import Counter
 from typing import Iterator
 
 from pipeline.accounting import StageStats
@@ -345,15 +344,9 @@ class ExpandMacros(TextStep):
     def transform(self, text, row, batch, notes):
         macros, rest = extract_macros(text)
         expanded, n = expand_macros(rest, macros, self.passes)
-        self._notes["macros_defined"] += len(macros)
-        self._notes["macro_uses_expanded"] += n
+        notes["macros_defined"] += len(macros)
+        notes["macro_uses_expanded"] += n
         return expanded, None
-
-    def __call__(self, batch):
-        self._notes = Counter()
-        out, stats = super().__call__(batch)
-        stats.notes.update(self._notes)
-        return out, stats
 
 
 # --- trim ---------------------------------------------------------------------------------------------

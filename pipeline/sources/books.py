@@ -35,7 +35,6 @@ import dataclasses
 import os
 import re
 import unicodedata
-from collections import Counter
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -140,15 +139,9 @@ class StripGutenberg(TextStep):
 
     def transform(self, text, row, batch, notes):
         body, head, foot = strip_gutenberg(text)
-        self._notes["header_removed" if head else "no_header_marker"] += 1
-        self._notes["footer_removed" if foot else "no_footer_marker"] += 1
+        notes["header_removed" if head else "no_header_marker"] += 1
+        notes["footer_removed" if foot else "no_footer_marker"] += 1
         return body, None
-
-    def __call__(self, batch):
-        self._notes = Counter()
-        out, stats = super().__call__(batch)
-        stats.notes.update(self._notes)
-        return out, stats
 
 
 # --- MinHash -------------------------------------------------------------------------------------------

@@ -323,7 +323,7 @@ class StripBoilerplate(TextStep):
     def transform(self, text, row, batch, notes):
         new, removed = strip_license_header(text)
         if removed:
-            self._notes["license_headers_removed"] += 1
+            notes["license_headers_removed"] += 1
         return new, None
 
     def __call__(self, batch):
