@@ -326,14 +326,6 @@ class StripBoilerplate(TextStep):
             notes["license_headers_removed"] += 1
         return new, None
 
-    def __call__(self, batch):
-        from collections import Counter
-
-        self._notes = Counter()
-        out, stats = super().__call__(batch)
-        stats.notes.update(self._notes)
-        return out, stats
-
 
 def config_from_args(args) -> GitHubConfig:
     d = GitHubConfig()
