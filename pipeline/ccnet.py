@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.accounting import JobStats, StageStats, apply_steps, merge_stage_stats
-from pipeline.dedup import ApplyDedup, DuplicateTable, HashLines, LineCensus, census_input, census_parts
+from pipeline.dedup import ApplyDedup, HashLines, duplicate_table
 from pipeline.extract import ExtractText
 from pipeline.langid import IdentifyLanguage
 from pipeline.models import default_lid_path, default_lm_dir, default_quality_model_path, load_fasttext
@@ -109,13 +109,8 @@ def run_local(paths: list[str], config: CCNetConfig) -> tuple[pa.Table, JobStats
                 hashed.append(apply(config.before_census(), raw))
             stats.append(read)
     hashed.sort(key=lambda b: b.column("_ord")[0].as_py() if b.num_rows else -1)
-    census: dict[int, LineCensus] = {}
-    for batch in hashed:
-        for r, (h, o) in census_parts(*census_input(batch), config.dedup_range_bits).items():
-            census.setdefault(r, LineCensus()).add(h, o)
-    table = DuplicateTable.from_ranges([(r, *c.duplicates()) for r, c in census.items()])
     after = config.after_census()
-    after[0].table = table
+    after[0].table = duplicate_table(hashed, config.dedup_range_bits)
     scored = [apply(after, b) for b in hashed]
     cutoffs = config.fixed_cutoffs()
     if cutoffs is None:

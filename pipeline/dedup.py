@@ -149,6 +149,16 @@ class DuplicateTable:
         return found, self.first[idx]
 
 
+def duplicate_table(batches, range_bits: int) -> DuplicateTable:
+    """The census over hashed batches, in this process (tests, benchmarks, `run_local`); the Beam jobs
+    run the same reduction as a CombinePerKey per hash range (beam_jobs/common.py: line_census)."""
+    census: dict[int, LineCensus] = {}
+    for batch in batches:
+        for r, (h, o) in census_parts(*census_input(batch), range_bits).items():
+            census.setdefault(r, LineCensus()).add(h, o)
+    return DuplicateTable.from_ranges([(r, *c.duplicates()) for r, c in census.items()])
+
+
 @dataclasses.dataclass
 class HashLines:
     """Adds `_line_hashes` (list<uint64>, one per line) and drops repeats of a line inside a document."""

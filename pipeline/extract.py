@@ -17,26 +17,14 @@ from resiliparse.parse.encoding import detect_encoding
 from resiliparse.parse.html import HTMLTree
 
 from pipeline.accounting import StageStats
-from pipeline.schema import document_id
+from pipeline.schema import WORK_FIELDS, document_id
 from pipeline.text import clean_lines
 
 HTML_TYPES = {"text/html", "application/xhtml+xml", "application/xml+html"}
 TEXT_TYPES = {"text/plain"}
 _LATIN1_FAMILY = {"iso-8859-1", "latin-1", "latin1", "windows-1252", "cp1252", "us-ascii", "ascii"}
 
-WORK_SCHEMA = pa.schema(
-    [
-        pa.field("_ord", pa.uint64()),
-        pa.field("id", pa.string()),
-        pa.field("source", pa.string()),
-        pa.field("url", pa.string()),
-        pa.field("text", pa.string()),
-        pa.field("original_nlines", pa.int32()),
-        pa.field("original_length", pa.int32()),
-        pa.field("nlines", pa.int32()),
-        pa.field("metadata", pa.string()),
-    ]
-)
+WORK_SCHEMA = pa.schema(WORK_FIELDS)
 
 
 def decode_payload(payload: bytes, declared: str | None) -> str:

@@ -31,6 +31,21 @@ DOCUMENT_SCHEMA = pa.schema(
     ]
 )
 
+# A document batch between steps: the document fields known before scoring, plus `_ord`
+# (file index << N | position in the file), the stable global order every job sorts and breaks ties by.
+WORK_FIELDS = [
+    pa.field("_ord", pa.uint64()),
+    pa.field("id", pa.string()),
+    pa.field("source", pa.string()),
+    pa.field("url", pa.string()),
+    pa.field("text", pa.string()),
+    pa.field("metadata", pa.string()),
+    pa.field("original_length", pa.int32()),
+    pa.field("original_nlines", pa.int32()),
+    pa.field("nlines", pa.int32()),
+]
+
+
 def document_id(source: str, native_id: str) -> str:
     """A stable id: 128 bits of SHA-1 over the source and the record's own id (WARC-Record-ID, path...)."""
     return hashlib.sha1(f"{source}\x00{native_id}".encode("utf-8", "surrogatepass")).hexdigest()[:32]

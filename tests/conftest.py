@@ -30,3 +30,15 @@ def lm_dir(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("lm")
     train_lm([str(WIKI)], str(out), "en", vocab_size=4000)
     return str(out)
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy machine (CI, shared hosts) OpenMP
+    threads spinning against other processes make them 20x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -12,13 +12,7 @@ PAPER_PARAMS = {"7B": 6_738_415_616, "13B": 13_015_864_320, "33B": 32_528_943_61
 PAPER_SHAPES = {"7B": (4096, 32, 32), "13B": (5120, 40, 40), "33B": (6656, 52, 60), "65B": (8192, 64, 80)}  # Table 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy machine spinning OpenMP threads slow them 20x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.mark.parametrize("name", list(PAPER_PARAMS))

@@ -44,14 +44,7 @@ def make_sample_shards(folder: Path) -> Path:
     return write_shards(folder, sample_documents(), VOCAB, BOS, EOS, docs_per_shard=200)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine (CI, shared hosts) OpenMP
-    threads spinning against other processes make these tests 20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,7 @@ def config_dict(config) -> dict:
 
 def run_local(name: str, paths: list[str], config) -> tuple[pa.Table | None, JobStats, list[dict]]:
     """Run source `name` over `paths` in this process: (documents sorted by _ord, stats, dead letters)."""
-    from pipeline.dedup import DuplicateTable, LineCensus, census_input, census_parts
+    from pipeline.dedup import duplicate_table
 
     module = get(name)
     stats: list[StageStats] = []
@@ -58,11 +58,7 @@ def run_local(name: str, paths: list[str], config) -> tuple[pa.Table | None, Job
         stats.append(read)
     after = config.after()
     if module.GLOBAL in ("lines", "exact"):
-        census: dict[int, LineCensus] = {}
-        for batch in before:
-            for r, (h, o) in census_parts(*census_input(batch), config.dedup_range_bits).items():
-                census.setdefault(r, LineCensus()).add(h, o)
-        after[0].table = DuplicateTable.from_ranges([(r, *c.duplicates()) for r, c in census.items()])
+        after[0].table = duplicate_table(before, config.dedup_range_bits)
     elif module.GLOBAL == "minhash":
         from collections import defaultdict
 

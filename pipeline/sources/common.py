@@ -23,19 +23,9 @@ import pyarrow.compute as pc
 
 from pipeline.accounting import StageStats
 from pipeline.runs import InputError, open_input
-from pipeline.schema import document_id
+from pipeline.schema import WORK_FIELDS, document_id
 
-BASE_FIELDS = [
-    pa.field("_ord", pa.uint64()),
-    pa.field("id", pa.string()),
-    pa.field("source", pa.string()),
-    pa.field("url", pa.string()),
-    pa.field("text", pa.string()),
-    pa.field("metadata", pa.string()),
-    pa.field("original_length", pa.int32()),
-    pa.field("original_nlines", pa.int32()),
-    pa.field("nlines", pa.int32()),
-]
+BASE_FIELDS = WORK_FIELDS
 
 
 def count_lines(text: str) -> int:
