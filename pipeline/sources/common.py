@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from pipeline.accounting import StageStats
 from pipeline.runs import InputError, open_input
 from pipeline.schema import WORK_FIELDS, document_id
+from pipeline.step import Outcome, Step, TextStep, line_counts, text_totals  # noqa: F401 (TextStep, text_totals: re-exported)
 
 BASE_FIELDS = WORK_FIELDS
 
@@ -143,111 +144,50 @@ def replace_columns(batch: pa.RecordBatch, **columns: pa.Array) -> pa.RecordBatc
     return batch
 
 
-def text_totals(text: pa.Array) -> tuple[int, int]:
-    """(characters, lines) of a string column."""
-    if len(text) == 0:
-        return 0, 0
-    chars = int(pc.sum(pc.utf8_length(text)).as_py() or 0)
-    newlines = int(pc.sum(pc.count_substring(text, "\n")).as_py() or 0)
-    nonempty = int(pc.sum(pc.cast(pc.greater(pc.utf8_length(text), 0), pa.int64())).as_py() or 0)
-    return chars, newlines + nonempty
-
-
 @dataclasses.dataclass
-class TextStep:
-    """A per-document text transform / filter: `transform(text, row, batch, notes) -> (new_text or None,
-    drop_reason)`; None drops the document under the reason; `notes` (a Counter) takes counts of
-    finer events, e.g. lines removed by rule. Subclasses set `name` and implement `transform`."""
-
-    name: str = "text"
-
-    def transform(self, text: str, row: int, batch: pa.RecordBatch, notes) -> tuple[str | None, str | None]:
-        raise NotImplementedError
-
-    def __call__(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, StageStats]:
-        stats = StageStats(self.name, docs_in=batch.num_rows)
-        text = batch.column("text")
-        stats.chars_in, stats.lines_in = text_totals(text)
-        keep, texts = [], []
-        for i, t in enumerate(text.to_pylist()):
-            new, reason = self.transform(t, i, batch, stats.notes)
-            if new is None:
-                stats.drop(reason)
-                continue
-            keep.append(i)
-            texts.append(new)
-        out = batch.take(pa.array(keep, pa.int64()))
-        new_text = pa.array(texts, pa.string())
-        nlines = pa.array([count_lines(t) for t in texts], pa.int32())
-        out = replace_columns(out, text=new_text, nlines=nlines)
-        stats.docs_out = out.num_rows
-        stats.chars_out, stats.lines_out = text_totals(new_text)
-        return out, stats
-
-
-@dataclasses.dataclass
-class DropEmpty:
+class DropEmpty(Step):
     """Drops documents whose text is empty or whitespace after the previous steps."""
 
     min_chars: int = 1
     reason: str = "empty"
     name: str = "drop_empty"
 
-    def __call__(self, batch):
-        stats = StageStats(self.name, docs_in=batch.num_rows)
-        text = batch.column("text")
-        stats.chars_in, stats.lines_in = text_totals(text)
-        stripped = pc.utf8_length(pc.utf8_trim_whitespace(text))
-        keep = pc.greater_equal(stripped, self.min_chars)
-        out = batch.filter(keep)
-        stats.docs_out = out.num_rows
-        stats.drop(self.reason, batch.num_rows - out.num_rows)
-        stats.chars_out, stats.lines_out = text_totals(out.column("text"))
-        return out, stats
+    def process(self, batch, notes):
+        stripped = pc.utf8_length(pc.utf8_trim_whitespace(batch.column("text"))).to_numpy(zero_copy_only=False)
+        return Outcome(drop=stripped < self.min_chars, reason=self.reason)
 
 
 # --- exact dedup: one hash per document, first by `_ord` wins ---------------------------------------
 
 @dataclasses.dataclass
-class HashContent:
+class HashContent(Step):
     """Adds `_line_hashes` holding ONE 64-bit xxh3 hash of the whole text, so that the line census of
     `pipeline.dedup` (a reduction per hash range keeping the smallest `_ord` and a shared flag) doubles
     as a file-level census: a 'line' here is the whole document."""
 
     name: str = "hash_content"
 
-    def __call__(self, batch):
+    def process(self, batch, notes):
         import xxhash
 
-        stats = StageStats(self.name, docs_in=batch.num_rows, docs_out=batch.num_rows)
         text = batch.column("text")
-        stats.chars_in, stats.lines_in = stats.chars_out, stats.lines_out = text_totals(text)
         hashes = np.fromiter(
             (xxhash.xxh3_64_intdigest(b) for b in text.cast(pa.binary()).to_pylist()), dtype=np.uint64, count=batch.num_rows
         )
         offsets = pa.array(np.arange(batch.num_rows + 1, dtype=np.int32))
-        return batch.append_column("_line_hashes", pa.ListArray.from_arrays(offsets, pa.array(hashes, pa.uint64()))), stats
+        return Outcome(columns={"_line_hashes": pa.ListArray.from_arrays(offsets, pa.array(hashes, pa.uint64()))})
 
 
 @dataclasses.dataclass
-class ApplyExactDedup:
+class ApplyExactDedup(Step):
     """Drops a document whose content hash the census saw in an earlier document (smaller `_ord`)."""
 
     table: object = None  # pipeline.dedup.DuplicateTable
     reason: str = "duplicate"
     name: str = "exact_dedup"
 
-    def __call__(self, batch):
-        assert self.table is not None, "ApplyExactDedup.table must be set"
-        stats = StageStats(self.name, docs_in=batch.num_rows)
-        text = batch.column("text")
-        stats.chars_in, stats.lines_in = text_totals(text)
+    def process(self, batch, notes):
         hashes = batch.column("_line_hashes").flatten().to_numpy(zero_copy_only=False).astype(np.uint64)
         orders = batch.column("_ord").to_numpy(zero_copy_only=False).astype(np.uint64)
         dup, first = self.table.lookup(hashes)
-        keep = ~(dup & (first != orders))
-        out = batch.drop_columns(["_line_hashes"]).filter(pa.array(keep))
-        stats.docs_out = out.num_rows
-        stats.drop(self.reason, int((~keep).sum()))
-        stats.chars_out, stats.lines_out = text_totals(out.column("text"))
-        return out, stats
+        return Outcome(drop=dup & (first != orders), reason=self.reason, remove=("_line_hashes",))
