@@ -1,28 +1,18 @@
-"""What every Beam job shares: pipeline options, running a step over batches with its accounting,
-writing shards, merging stats, and closing the run (`pipeline.runs.finalize`).
+"""What every Beam job shares: pipeline options, and the Beam executor of a plan (`pipeline/plan.py`).
 
-Elements are `(key, pyarrow.RecordBatch)` pairs; keys are `(file_index, batch_index)`, which fixes
-a global order that does not depend on how the runner split the work.
+A plan's per-file phases become ParDos over the input files; its barriers become a global combine of
+the phases' summaries, a ParDo over the barrier's work items (e.g. hash ranges), and a singleton side
+input for the next phase. The same phase and barrier code runs in `pipeline.plan.run_local`.
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Iterable
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.accounting import JobStats, StageStats, merge_stage_stats
-from pipeline.dedup import DuplicateTable, LineCensus, census_input, census_parts
-from pipeline.runs import finalize, shard_name, write_parquet
-from pipeline.schema import to_document_table
-
-STATS = "stats"
-DEAD = "dead_letter"
-
-Step = Callable[[pa.RecordBatch], "tuple[pa.RecordBatch, StageStats]"]
+from pipeline.plan import Barrier, FilePhase, Plan, Work, run_barrier_item, run_file_task, save_barrier_result
 
 
 # Flags that Beam 2.77 itself writes when it hands the options on (a False boolean without its
@@ -42,8 +32,11 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
         logging.getLogger("apache_beam.options.pipeline_options").addFilter(_not_beams_own_flags)
     args = list(beam_args)
     given = " ".join(args)
+    quiet = os.environ.get("CORPUSMILL_QUIET") == "1"
+    if quiet:
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)  # a failure reaches the user as one line (pipeline/cli.py)
     if "--default_sdk_harness_log_level" not in given:
-        args.append("--default_sdk_harness_log_level=WARNING")
+        args.append(f"--default_sdk_harness_log_level={'CRITICAL' if quiet else 'WARNING'}")
     if "--sdk_harness_log_level_overrides" not in given:
         # In worker processes (multi_processing): `__main__` is the harness, which warns on every
         # start that it has no staging folder; the options warning is the one above (the driver,
@@ -56,141 +49,82 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     return PipelineOptions(args)
 
 
-class RunSteps(beam.DoFn):
-    """Runs steps in order over each batch; emits the surviving batch and each step's StageStats.
+class RunFilePhase(beam.DoFn):
+    """One file phase on one input file (skipped if its completion marker exists); emits the summary."""
 
-    Side inputs named in `configure` are handed to it with the steps before the first batch, e.g. to
-    give the dedup step its duplicate table.
-    """
+    def __init__(self, phase: FilePhase, work_root: str):
+        self.phase, self.work_root = phase, work_root
 
-    def __init__(self, steps: list[Step], configure: Callable | None = None):
-        self.steps = steps
-        self.configure = configure
-        self._configured_with = None
-
-    def process(self, element, *side_inputs):
-        if self.configure is not None and self._configured_with is not side_inputs[0]:
-            self.configure(self.steps, *side_inputs)
-            self._configured_with = side_inputs[0]
-        key, batch = element
-        for step in self.steps:
-            batch, stats = step(batch)
-            yield beam.pvalue.TaggedOutput(STATS, stats)
-        if batch.num_rows:
-            yield key, batch
+    def process(self, element, barrier=None):
+        file_index, path = element
+        yield run_file_task(self.phase, file_index, path, Work(self.work_root), barrier).summary
 
 
-def run_steps(pcoll, label: str, steps: list[Step], *side_inputs, configure: Callable | None = None):
-    """Returns (batches, stats) PCollections."""
-    out = pcoll | label >> beam.ParDo(RunSteps(steps, configure), *side_inputs).with_outputs(STATS, main="batches")
-    return out.batches, out[STATS]
+class BarrierCombine(beam.CombineFn):
+    """A barrier's reduction of summaries (commutative and associative, so any runner's order works)."""
 
-
-class CensusCombine(beam.CombineFn):
-    """LineCensus as a Beam combine: partial censuses merge in any order to the same result."""
+    def __init__(self, barrier: Barrier):
+        self.barrier = barrier
 
     def create_accumulator(self):
-        return LineCensus()
+        return self.barrier.create()
 
-    def add_input(self, acc, part):
-        return acc.add(*part)
-
-    def merge_accumulators(self, accs):
-        accs = list(accs)
-        first = accs[0]
-        for other in accs[1:]:
-            first.merge(other)
-        return first
-
-    def compact(self, acc):
-        return acc.flush()
-
-    def extract_output(self, acc):
-        return acc.duplicates()
-
-
-def line_census(batches, range_bits: int):
-    """The global line census (pipeline/dedup.py): (hash, order) arrays keyed by hash range, one
-    reduction per range; returns (range, (duplicated hashes, first holders)) pairs."""
-    return (
-        batches
-        | "CensusParts" >> beam.FlatMap(lambda kb: census_parts(*census_input(kb[1]), range_bits).items())
-        | "LineCensus" >> beam.CombinePerKey(CensusCombine())
-    )
-
-
-def set_duplicate_table(steps, parts):
-    """`configure` for run_steps: hands the census, as a DuplicateTable, to the dedup step (first)."""
-    steps[0].table = DuplicateTable.from_ranges([(r, h, o) for r, (h, o) in parts])
-
-
-class MergeStats(beam.CombineFn):
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, acc, stats: StageStats):
-        if stats.name in acc:
-            acc[stats.name].merge(stats)
-        else:
-            acc[stats.name] = StageStats(stats.name).merge(stats)
-        return acc
+    def add_input(self, acc, summary):
+        return self.barrier.add(acc, summary)
 
     def merge_accumulators(self, accs):
-        return merge_stage_stats(s for acc in accs for s in acc.values())
+        return self.barrier.merge(list(accs))
 
     def extract_output(self, acc):
         return acc
 
 
-class WriteShard(beam.DoFn):
-    """Writes one group of batches as one Parquet shard, rows in their global order (`_ord`)."""
-
-    def __init__(self, output: str):
-        self.output = output
-
-    def process(self, element):
-        shard_index, batches = element
-        table = pa.Table.from_batches(list(batches)).sort_by("_ord").combine_chunks()
-        name = shard_name(shard_index)
-        write_parquet(to_document_table(table), os.path.join(self.output, name) if "://" not in self.output else f"{self.output}/{name}")
-        yield name
+def _items(reduced, barrier):
+    return list(enumerate(barrier.items(reduced)))
 
 
-def write_shards(batches, output: str, shard_of: Callable = lambda key: key[0]):
-    """Group batches by shard (default: one shard per input file) and write them; returns shard names."""
-    return (
-        batches
-        | "ShardKey" >> beam.Map(lambda kb: (shard_of(kb[0]), kb[1]))
-        | "GroupShard" >> beam.GroupByKey()
-        | "WriteShard" >> beam.ParDo(WriteShard(output))
-    )
+def _run_item(element, reduced, barrier, work_root):
+    index, item = element
+    return run_barrier_item(barrier, index, item, Work(work_root), reduced)
 
 
-class Finalize(beam.DoFn):
-    def __init__(self, output: str, job: str, stage_order: list[str], extra: dict):
-        self.output, self.job, self.stage_order, self.extra = output, job, stage_order, extra
-
-    def process(self, _, files, stats, dead, *more):
-        job_stats = JobStats.from_merged(self.job, self.stage_order, stats, **self.extra)
-        for extra in more:
-            job_stats.extra.update(extra)
-        finalize(self.output, job_stats, sorted(files), list(dead))
-        yield job_stats.to_dict()
+def _barrier_result(_, reduced, outputs, barrier, work_root):
+    result = barrier.result(reduced, list(outputs))
+    save_barrier_result(barrier, Work(work_root), result)
+    return result
 
 
-def close_run(p, output: str, job: str, stage_order: list[str], extra: dict, files, stats_parts: Iterable, dead_letters=None, *more_extra):
-    stats = tuple(stats_parts) | "FlattenStats" >> beam.Flatten() | "MergeStats" >> beam.CombineGlobally(MergeStats())
-    if dead_letters is None:
-        dead_letters = p | "NoDeadLetters" >> beam.Create([])
-    return (
-        p
-        | "CloseRun" >> beam.Create([None])
-        | "Finalize"
-        >> beam.ParDo(
-            Finalize(output, job, stage_order, extra),
-            beam.pvalue.AsList(files),
-            beam.pvalue.AsSingleton(stats),
-            beam.pvalue.AsList(dead_letters),
-            *[beam.pvalue.AsSingleton(m) for m in more_extra],
+def build_plan(p, plan: Plan, paths: list[str], work: Work):
+    """The plan as a Beam graph. Only file indexes, summaries and small barrier results travel through
+    Beam; documents and hashes stay in the work folder. A barrier's result reaches the next phase as a
+    singleton side input, which also orders the phases."""
+    files = p | "Files" >> beam.Create(list(enumerate(paths))) | "SpreadFiles" >> beam.Reshuffle()
+    summaries, result = None, None
+    for step in plan.steps:
+        if isinstance(step, FilePhase):
+            side = [beam.pvalue.AsSingleton(result)] if result is not None else []
+            summaries = files | f"Phase_{step.name}" >> beam.ParDo(RunFilePhase(step, work.root), *side)
+            continue
+        name = step.name
+        reduced = summaries | f"Reduce_{name}" >> beam.CombineGlobally(BarrierCombine(step))
+        outputs = (
+            reduced
+            | f"Items_{name}" >> beam.FlatMap(_items, step)
+            | f"SpreadItems_{name}" >> beam.Reshuffle()
+            | f"Run_{name}" >> beam.Map(_run_item, beam.pvalue.AsSingleton(reduced), step, work.root)
         )
-    )
+        result = (
+            p
+            | f"Start_{name}" >> beam.Create([None])
+            | f"Result_{name}" >> beam.Map(_barrier_result, beam.pvalue.AsSingleton(reduced), beam.pvalue.AsList(outputs), step, work.root)
+        )
+
+
+def beam_executor(beam_args: list[str]):
+    """An executor for `pipeline.job.run_plan`: the plan on the Beam runner the options name."""
+
+    def execute(plan: Plan, paths: list[str], work: Work) -> None:
+        with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+            build_plan(p, plan, paths, work)
+
+    return execute

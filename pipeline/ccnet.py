@@ -1,46 +1,52 @@
-"""The CCNet web pipeline as plain steps, and an in-process executor of it (tests, benchmarks).
+"""The CCNet web pipeline as a plan of per-file phases and global barriers (`pipeline/plan.py`).
 
-    read (WARC/WET/ARC) -> extract -> dedup_in_document -> [global line census] -> dedup
-        -> language -> perplexity_score -> [per-language cut-offs] -> perplexity (bucket filter)
-        -> quality (Wikipedia-vs-web classifier, threshold)
+    prepare (per file):  read (WARC/WET/ARC) -> extract -> min_length -> dedup_in_document
+                         -> documents + line hashes in the work folder
+    census (barrier):    line census per hash range -> each range's drop list
+    score (per file):    dedup (the file's own drops) -> language -> perplexity_score
+                         -> documents + a bounded perplexity sample
+    cutoffs (barrier):   per-language 30th/60th percentiles of the merged sample
+    finish (per file):   perplexity (bucket filter) -> quality -> part-NNNNN.parquet
 
-The two bracketed points are global barriers; `beam_jobs/ccnet.py` runs the same steps on Beam with
-the census as a combine per hash range and the cut-offs as a global combine.
+With fixed cut-offs (a file) `score` runs the buckets and quality itself and writes the shard.
+`pipeline.plan.run_local` runs the plan in one process; `beam_jobs/common.py` on any Beam runner.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import numpy as np
-import pyarrow as pa
 
-from pipeline.accounting import JobStats, StageStats, apply_steps, merge_stage_stats
-from pipeline.dedup import ApplyDedup, HashLines, duplicate_table
+import pyarrow.compute as pc
+
+from pipeline.dedup import ApplyDedup, HashLines, file_drops
 from pipeline.extract import ExtractText
 from pipeline.langid import IdentifyLanguage
 from pipeline.models import default_lid_path, default_lm_dir, default_quality_model_path, load_fasttext
-from pipeline.perplexity import BucketByPerplexity, ScorePerplexity, compute_cutoffs, load_cutoffs
+from pipeline.perplexity import BucketByPerplexity, ScorePerplexity, load_cutoffs
+from pipeline.phases import (CollectLineHashes, CollectPerplexitySample, LineCensus, PerplexityCutoffs, ReadInput, ReadWork,
+                             StepsPhase, WriteShard, WriteWork)
+from pipeline.plan import Plan
 from pipeline.quality import DEFAULT_THRESHOLD, ScoreQuality
+from pipeline.step import Outcome, Step
 from pipeline.warc import iter_raw_batches
-
-STAGES = ["read", "extract", "dedup_in_document", "dedup", "language", "perplexity_score", "perplexity", "quality"]
-
 
 @dataclasses.dataclass
 class CCNetConfig:
     extractor: str = "resiliparse"
+    min_length: int = 300  # cc_net mine.py:84 / process_wet_file.py:134: shorter documents are dropped
     dedup_policy: str = "remove_all"
-    dedup_range_bits: int = 4  # 16 hash ranges: the census runs as 16 independent reductions
+    dedup_group_files: int = 0  # 0: global; N: dedup within groups of N consecutive inputs (cc_net hash_in_mem)
+    census_range_mb: int = 512  # memory budget of one hash range of the census
     languages: tuple[str, ...] | None = ("en",)
     lid_threshold: float = 0.5
     lid_model: str = dataclasses.field(default_factory=lambda: os.fspath(default_lid_path()))
     lm_dir: str = dataclasses.field(default_factory=lambda: os.fspath(default_lm_dir()))
     cutoffs: str | None = None  # a cut-off file; None: <lm_dir>/cutoffs.json if present, else from this run
+    cutoff_sample: int = 100_000  # documents per language the cut-offs are computed from (all below that)
     keep_buckets: tuple[str, ...] = ("head", "middle")
     quality_model: str | None = dataclasses.field(default_factory=lambda: _default_quality_model())
     quality_threshold: float = DEFAULT_THRESHOLD
     batch_records: int = 64
-    read_parts: int = 2  # workers sharing one input file (each reads it, takes every n-th record)
 
     def check_models(self) -> None:
         """Fail before any work if a model is missing, with how to get it."""
@@ -61,21 +67,36 @@ class CCNetConfig:
             return None
         return load_cutoffs(path)
 
-    def before_census(self) -> list:
-        return [ExtractText(self.extractor), HashLines()]
+    def plan(self, output: str) -> Plan:
+        fixed = self.fixed_cutoffs()
+        prepare = StepsPhase(
+            "prepare", ReadInput(self._read),
+            lambda i, work, b: [ExtractText(self.extractor), MinLength(self.min_length), HashLines()],
+            WriteWork("documents"), output, collect=CollectLineHashes,
+        )
+        census = LineCensus(self.dedup_policy, self.census_range_mb << 20, self.dedup_group_files)
 
-    def after_census(self) -> list:
-        return [
-            ApplyDedup(self.dedup_policy),
-            IdentifyLanguage(self.lid_model, self.languages, self.lid_threshold),
-            ScorePerplexity(self.lm_dir, self.lm_languages),
-        ]
+        def score_steps(i, work, census_result):
+            drops = file_drops(work, i, census_result["ranges"]) if work is not None else ()
+            steps = [
+                ApplyDedup(drops) if work is not None else ApplyDedup(),
+                IdentifyLanguage(self.lid_model, self.languages, self.lid_threshold),
+                ScorePerplexity(self.lm_dir, self.lm_languages),
+            ]
+            return steps + (self._finish_steps(fixed) if fixed is not None else [])
 
-    def bucket(self) -> BucketByPerplexity:
-        return BucketByPerplexity(keep_buckets=self.keep_buckets)
+        if fixed is not None:
+            return Plan("ccnet", [prepare, census, StepsPhase("score", ReadWork("documents"), score_steps, WriteShard(), output)])
+        score = StepsPhase("score", ReadWork("documents"), score_steps, WriteWork("scored"), output,
+                           collect=lambda: CollectPerplexitySample(self.cutoff_sample))
+        finish = StepsPhase("finish", ReadWork("scored"), lambda i, work, cutoffs: self._finish_steps(cutoffs), WriteShard(), output)
+        return Plan("ccnet", [prepare, census, score, PerplexityCutoffs(self.cutoff_sample), finish])
 
-    def after_buckets(self) -> list:
-        return [self.bucket(), ScoreQuality(self.quality_model, self.quality_threshold)]
+    def _read(self, path, file_index, stats, dead):
+        return iter_raw_batches(path, file_index, stats, dead, self.batch_records)
+
+    def _finish_steps(self, cutoffs) -> list:
+        return [BucketByPerplexity(cutoffs, self.keep_buckets), ScoreQuality(self.quality_model, self.quality_threshold)]
 
 
 def _default_quality_model() -> str | None:
@@ -84,46 +105,14 @@ def _default_quality_model() -> str | None:
     return os.fspath(path) if path.is_file() else None
 
 
-def perplexities_by_language(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
-    langs = np.array(batch.column("language").to_pylist(), dtype=object)
-    ppl = batch.column("perplexity").to_numpy(zero_copy_only=False)
-    out = {}
-    for lang in sorted(set(langs[~np.isnan(ppl)])):
-        out[lang] = ppl[(langs == lang) & ~np.isnan(ppl)].astype(np.float32)
-    return out
+@dataclasses.dataclass
+class MinLength(Step):
+    """Drops documents shorter than `min_chars` characters after extraction, as cc_net drops WET
+    documents under `min_len` (cc_net/process_wet_file.py:134, default 300 in mine.py:84)."""
 
+    min_chars: int = 300
+    name: str = "min_length"
 
-def run_local(paths: list[str], config: CCNetConfig) -> tuple[pa.Table, JobStats, list[dict], dict]:
-    """Run the whole pipeline in this process. Returns (documents, stats, dead letters, cut-offs)."""
-    stats: list[StageStats] = []
-    dead: list[dict] = []
-
-    def apply(steps, batch):
-        return apply_steps(steps, batch, stats)
-
-    hashed = []
-    for file_index, path in enumerate(paths):
-        for part in range(config.read_parts):
-            read = StageStats("read")
-            for _, raw in iter_raw_batches(path, file_index, read, dead, config.batch_records, part, config.read_parts):
-                hashed.append(apply(config.before_census(), raw))
-            stats.append(read)
-    hashed.sort(key=lambda b: b.column("_ord")[0].as_py() if b.num_rows else -1)
-    after = config.after_census()
-    after[0].table = duplicate_table(hashed, config.dedup_range_bits)
-    scored = [apply(after, b) for b in hashed]
-    cutoffs = config.fixed_cutoffs()
-    if cutoffs is None:
-        collected: dict[str, list] = {}
-        for b in scored:
-            for lang, values in perplexities_by_language(b).items():
-                collected.setdefault(lang, []).append(values)
-        cutoffs = compute_cutoffs({k: np.concatenate(v) for k, v in collected.items()})
-    final = config.after_buckets()
-    final[0].cutoffs = cutoffs
-    kept = [apply(final, b) for b in scored]
-    kept = [b for b in kept if b.num_rows]
-    job = JobStats.from_merged("ccnet", STAGES, merge_stage_stats(stats))
-    table_out = pa.Table.from_batches(kept).sort_by("_ord") if kept else None
-    return table_out, job, dead, cutoffs
-
+    def process(self, batch, notes):
+        lengths = pc.utf8_length(batch.column("text")).to_numpy(zero_copy_only=False)
+        return Outcome(drop=lengths < self.min_chars, reason="too_short")

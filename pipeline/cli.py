@@ -8,9 +8,16 @@ subcommand does not know are passed to Beam as pipeline options (`--runner`, `--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
+import re
 import sys
+import threading
+
+from pipeline.models import ModelError
+from pipeline.runs import InputError
 
 # name -> (module, one-line help). Keep in pipeline order.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -41,15 +48,63 @@ def _top_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _ImportNoise(logging.Filter):
-    # Beam's import of its BigQuery client warns that apitools is missing; nothing here uses BigQuery.
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "apitools not found" not in record.getMessage()
+# What Beam and its worker processes print in a normal run that tells a user nothing: the BigQuery
+# client's missing apitools, each worker's "Logging handler created", Beam's worker log lines.
+_NOISE = re.compile(r"apitools not found|Logging handler created|^(ERROR|WARNING|INFO|DEBUG):(root|__main__|apache_beam)[:.]"
+                    r"|^Traceback \(most recent call last\)")
+# The lines that continue a noise line: a traceback and its indented frames.
+_CONTINUATION = re.compile(r"^(\s|Traceback|During handling|The above exception|$)|^[\w.]+(Error|Exception|Exit|Interrupt)\b")
+
+
+class _QuietStderr:
+    """Filters the noise out of standard error, the worker processes' included (they inherit fd 2):
+    a pipe on fd 2 and a thread that passes on every other line."""
+
+    def __enter__(self):
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self.thread = threading.Thread(target=self._pump, args=(read,), daemon=True)
+        self.thread.start()
+        return self
+
+    def _pump(self, fd):
+        skipping = False
+        with os.fdopen(fd, "rb") as pipe, os.fdopen(os.dup(self.saved), "wb", buffering=0) as out:
+            for line in pipe:
+                text = line.decode("utf-8", "replace")
+                if _NOISE.search(text):
+                    skipping = True
+                elif not (skipping and _CONTINUATION.search(text)):
+                    skipping = False
+                    out.write(line)
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)  # closes the pipe's last writer here: the thread sees the end
+        os.close(self.saved)
+        self.thread.join(timeout=5)
+
+
+def user_error(err: BaseException) -> str | None:
+    """The one line to show for an error a user can act on (bad input, a missing model or tool, a bad
+    option), also when it arrives wrapped in a Beam worker's traceback; None for a bug."""
+    if isinstance(err, (InputError, ModelError, FileNotFoundError, ValueError)) and "Traceback" not in str(err):
+        return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = str(err)
+    for name in ("InputError", "ModelError", "FileNotFoundError", "TaskError"):
+        found = re.findall(rf"(?:^|\.|\s){name}: (.+)", text)
+        if found:
+            return re.sub(r" \[while running '[^']*'\]$", "", found[-1].strip())
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.getLogger().addFilter(_ImportNoise())
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = any(a in ("-v", "--verbose") for a in argv)
+    argv = [a for a in argv if a not in ("-v", "--verbose")]
     top = _top_parser()
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
@@ -57,19 +112,36 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         top.error(f"unknown command {name!r}")
-    module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"corpusmill {name}", description=COMMANDS[name][1])
-    module.add_arguments(parser)
-    args, beam_args = parser.parse_known_args(rest)
-    unknown = [a for a in beam_args if a.startswith("--") is False and not _follows_option(beam_args, a)]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    try:
-        return int(module.run(args, beam_args) or 0)
-    except (FileNotFoundError, ValueError) as err:
-        # Bad input or a missing model: one clear line, no traceback.
-        print(f"corpusmill {name}: error: {err}", file=sys.stderr)
-        return 2
+    os.environ.setdefault("CORPUSMILL_TTY", "1" if sys.stderr.isatty() else "0")
+    if not verbose:
+        os.environ["CORPUSMILL_QUIET"] = "1"  # Beam's worker processes log only what is fatal
+    with contextlib.nullcontext() if verbose else _QuietStderr():
+        if not verbose:
+            logging.getLogger().setLevel(logging.ERROR)
+        module = importlib.import_module(COMMANDS[name][0])
+        parser = argparse.ArgumentParser(prog=f"corpusmill {name}", description=COMMANDS[name][1])
+        parser.add_argument("-v", "--verbose", action="store_true", help="show Beam's and the libraries' logs, and tracebacks")
+        module.add_arguments(parser)
+        args, beam_args = parser.parse_known_args(rest)
+        unknown = [a for a in beam_args if a.startswith("--") is False and not _follows_option(beam_args, a)]
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        try:
+            return int(module.run(args, beam_args) or 0)
+        except KeyboardInterrupt:
+            print(f"corpusmill {name}: interrupted; rerun the same command to resume", file=sys.stderr)
+            return 130
+        except Exception as err:  # noqa: BLE001 - the one place that turns errors into what a person reads
+            if verbose:
+                raise
+            message = user_error(err)
+            if message is not None:
+                print(f"corpusmill {name}: error: {message}", file=sys.stderr)
+                return 2
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            print(f"corpusmill {name}: failed: {type(err).__name__}: {first}\n"
+                  f"  rerun with --verbose for the traceback; a rerun of the same command resumes the finished work", file=sys.stderr)
+            return 1
 
 
 def _follows_option(args: list[str], value: str) -> bool:

@@ -1,17 +1,20 @@
-"""Line-level deduplication, exact and global, as CCNet does it (its `dedup` step), in three parts:
+"""Line-level deduplication, exact and global, as CCNet does it (its `dedup` step), at crawl scale.
 
-1. `hash_lines`: each document's lines, normalised for dedup (`pipeline.text`), hashed to 64 bits
-   (xxh3). Repeats inside a document are dropped here (the first copy stays).
-2. `LineCensus`: a commutative, associative reduction over (hash, document order) pairs, run per
-   hash range (the top bits of the hash) so that no process ever holds every line. For each
-   distinct line it keeps the hash and the order key of the first document holding it, with the
-   top bit of that key marking "held by two or more documents": 16 bytes per distinct line.
-   Only the duplicated lines leave the census (`DuplicateTable`).
-3. `ApplyDedup`: drops, from each document, the lines the table marks:
+1. `HashLines` (per file): each document's lines, normalised for dedup (`pipeline.text`), hashed to 64
+   bits (xxh3). Repeats inside a document are dropped here (the first copy stays). The file's
+   (hash, document order) pairs go to the work folder sorted by hash (`pipeline.pairs`).
+2. `LineCensus` (a barrier): the hash space is cut into ranges, as many as the line count needs for a
+   range to fit `range_budget_bytes`; the census of one range reads only that range's pairs from each
+   file, finds the lines held by two or more documents, and writes the (order, hash) pairs to drop,
+   sorted by order. Nothing is broadcast: no process holds more than one range.
+3. `ApplyDedup` (per file): the join. The file reads, from each range's drop list, only its own order
+   range, and drops those lines:
    - `remove_all` (CCNet): every copy of a line that occurs in two or more documents goes;
    - `keep_first`: the copy in the document that comes first in the input order (file, record)
      stays; the order does not depend on how many workers ran.
-Documents left with no lines are dropped as `all_lines_duplicate`.
+   Documents left with no lines are dropped as `all_lines_duplicate`.
+Scope: global by default; `group_files=N` compares only files in the same group of N consecutive
+inputs (cc_net's `hash_in_mem`).
 """
 from __future__ import annotations
 
@@ -22,11 +25,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
-from pipeline.accounting import StageStats
+from pipeline.pairs import read_pairs, sort_pairs, write_pairs
+from pipeline.schema import ORD_FILE_SHIFT as OFFSET_BITS
+from pipeline.step import Outcome, Step
 from pipeline.text import normalize_for_dedup
 
-SHARED = np.uint64(1 << 63)  # flag bit in a census entry's order key: seen in >= 2 documents
-ORDER_MASK = np.uint64((1 << 63) - 1)
 POLICIES = ("remove_all", "keep_first")
 
 
@@ -53,147 +56,31 @@ def unique_in_document(offsets: np.ndarray, hashes: np.ndarray) -> list[np.ndarr
     return keep
 
 
-def census_parts(hashes: np.ndarray, orders: np.ndarray, range_bits: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Split (hash, order) pairs by hash range: range r holds the hashes whose top `range_bits` bits are r."""
-    if range_bits == 0:
-        return {0: (hashes, orders)}
-    ranges = (hashes >> np.uint64(64 - range_bits)).astype(np.int64)
-    sort = np.argsort(ranges, kind="stable")
-    ranges, hashes, orders = ranges[sort], hashes[sort], orders[sort]
-    present, starts = np.unique(ranges, return_index=True)
-    ends = np.r_[starts[1:], len(ranges)]
-    parts = {}
-    for r, a, b in zip(present, starts, ends):
-        parts[int(r)] = (hashes[a:b], orders[a:b])
-    return parts
-
-
-def compact(hashes: np.ndarray, orders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reduce (hash, order-with-flag) pairs to one entry per distinct hash: the smallest order, with the
-    SHARED flag set if the hash came from two or more documents (or was already flagged)."""
-    if len(hashes) == 0:
-        return hashes.astype(np.uint64), orders.astype(np.uint64)
-    flags = (orders & SHARED) != 0
-    plain = orders & ORDER_MASK
-    sort = np.lexsort((plain, hashes))
-    hashes, plain, flags = hashes[sort], plain[sort], flags[sort]
-    starts = np.flatnonzero(np.r_[True, hashes[1:] != hashes[:-1]])
-    counts = np.diff(np.r_[starts, len(hashes)])
-    shared = (counts > 1) | np.logical_or.reduceat(flags, starts)
-    out_orders = plain[starts] | np.where(shared, SHARED, np.uint64(0))
-    return hashes[starts], out_orders
-
-
 @dataclasses.dataclass
-class LineCensus:
-    """The accumulator of one hash range. `add` buffers; buffers are compacted past `buffer_limit`."""
-
-    buffer_limit: int = 1 << 20
-    hashes: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.uint64))
-    orders: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.uint64))
-    _pending: list = dataclasses.field(default_factory=list)
-    _pending_n: int = 0
-
-    def add(self, hashes: np.ndarray, orders: np.ndarray) -> "LineCensus":
-        self._pending.append((hashes, orders))
-        self._pending_n += len(hashes)
-        if self._pending_n >= self.buffer_limit:
-            self.flush()
-        return self
-
-    def merge(self, other: "LineCensus") -> "LineCensus":
-        other.flush()
-        return self.add(other.hashes, other.orders)
-
-    def flush(self) -> "LineCensus":
-        if self._pending:
-            hs = np.concatenate([self.hashes] + [h for h, _ in self._pending])
-            os_ = np.concatenate([self.orders] + [o for _, o in self._pending])
-            self._pending, self._pending_n = [], 0
-            self.hashes, self.orders = compact(hs, os_)
-        return self
-
-    @property
-    def nbytes(self) -> int:
-        return self.hashes.nbytes + self.orders.nbytes
-
-    def duplicates(self) -> tuple[np.ndarray, np.ndarray]:
-        """(hashes, first document order) of the lines held by two or more documents, sorted by hash."""
-        self.flush()
-        shared = (self.orders & SHARED) != 0
-        return self.hashes[shared], self.orders[shared] & ORDER_MASK
-
-
-@dataclasses.dataclass
-class DuplicateTable:
-    """The duplicated lines of the whole input: sorted hashes and the order key of their first holder."""
-
-    hashes: np.ndarray
-    first: np.ndarray
-
-    @classmethod
-    def from_ranges(cls, parts: list[tuple[int, np.ndarray, np.ndarray]]) -> "DuplicateTable":
-        # Ranges are the top bits of the hash, so concatenating them in range order keeps the sort.
-        parts = sorted(parts, key=lambda p: p[0])
-        if not parts:
-            return cls(np.empty(0, np.uint64), np.empty(0, np.uint64))
-        return cls(np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]))
-
-    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(is_duplicate, first holder's order) for each hash."""
-        if len(self.hashes) == 0:
-            return np.zeros(len(hashes), bool), np.zeros(len(hashes), np.uint64)
-        idx = np.searchsorted(self.hashes, hashes)
-        idx = np.minimum(idx, len(self.hashes) - 1)
-        found = self.hashes[idx] == hashes
-        return found, self.first[idx]
-
-
-def duplicate_table(batches, range_bits: int) -> DuplicateTable:
-    """The census over hashed batches, in this process (tests, benchmarks, `run_local`); the Beam jobs
-    run the same reduction as a CombinePerKey per hash range (beam_jobs/common.py: line_census)."""
-    census: dict[int, LineCensus] = {}
-    for batch in batches:
-        for r, (h, o) in census_parts(*census_input(batch), range_bits).items():
-            census.setdefault(r, LineCensus()).add(h, o)
-    return DuplicateTable.from_ranges([(r, *c.duplicates()) for r, c in census.items()])
-
-
-@dataclasses.dataclass
-class HashLines:
+class HashLines(Step):
     """Adds `_line_hashes` (list<uint64>, one per line) and drops repeats of a line inside a document."""
 
     name: str = "dedup_in_document"
 
-    def __call__(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, StageStats]:
-        stats = StageStats(self.name, docs_in=batch.num_rows, docs_out=batch.num_rows)
-        if batch.num_rows == 0:
-            return batch.append_column("_line_hashes", pa.array([], pa.list_(pa.uint64()))), stats
+    def process(self, batch, notes):
         text = batch.column("text")
-        stats.chars_in = int(pc.sum(pc.utf8_length(text)).as_py() or 0)
         offsets, hashes = line_hashes(text)
-        stats.lines_in = len(hashes)
         keep = unique_in_document(offsets, hashes)
-        texts, hash_lists, nlines = [], [], []
+        texts = text.to_pylist()
+        hash_lists = []
         for i, positions in enumerate(keep):
-            lines = text[i].as_py().split("\n")
-            if len(positions) == len(lines):
-                texts.append(text[i].as_py())
-            else:
-                texts.append("\n".join(lines[p] for p in positions))
+            if len(positions) != offsets[i + 1] - offsets[i]:
+                lines = texts[i].split("\n")
+                texts[i] = "\n".join(lines[p] for p in positions)
             hash_lists.append(hashes[offsets[i] + positions])
-            nlines.append(len(positions))
-        out = _replace(batch, text=pa.array(texts, pa.string()), nlines=pa.array(nlines, pa.int32()))
         flat = np.concatenate(hash_lists) if hash_lists else np.empty(0, np.uint64)
         list_offsets = np.r_[0, np.cumsum([len(h) for h in hash_lists])].astype(np.int32)
-        out = out.append_column("_line_hashes", pa.ListArray.from_arrays(pa.array(list_offsets), pa.array(flat, pa.uint64())))
-        stats.lines_out = len(flat)
-        stats.chars_out = int(pc.sum(pc.utf8_length(out.column("text"))).as_py() or 0)
-        return out, stats
+        column = pa.ListArray.from_arrays(pa.array(list_offsets), pa.array(flat, pa.uint64()))
+        return Outcome(text=texts, columns={"_line_hashes": column})
 
 
 def census_input(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
-    """(hashes, document orders) of every line of a hashed batch, for the census."""
+    """(hashes, document orders) of every line of a hashed batch."""
     lists = batch.column("_line_hashes")
     hashes = lists.flatten().to_numpy(zero_copy_only=False).astype(np.uint64)
     lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
@@ -201,57 +88,98 @@ def census_input(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
     return hashes, orders
 
 
+# --- the census: hash ranges on disk ----------------------------------------------------------------
+
+HASHES_DIR, DROPS_DIR = "hashes", "drops"
+PAIR_BYTES = 16
+
+
+def range_count(lines: int, range_budget_bytes: int, minimum: int = 1) -> int:
+    """Ranges enough for one range's pairs (16 bytes a line, about twice that while sorting) to fit."""
+    return max(minimum, -(-lines * PAIR_BYTES * 2 // max(range_budget_bytes, 1)))
+
+
+def range_bounds(r: int, ranges: int) -> tuple[int, int | None]:
+    lo = (r << 64) // ranges
+    return lo, None if r == ranges - 1 else ((r + 1) << 64) // ranges
+
+
+def write_file_hashes(work, file_index: int, hashes: np.ndarray, orders: np.ndarray) -> None:
+    keys, values = sort_pairs(hashes, orders)
+    write_pairs(work.path(HASHES_DIR, f"{file_index:06d}.pairs"), keys, values)
+
+
+def duplicated_pairs(hashes: np.ndarray, orders: np.ndarray, policy: str, group_files: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(orders, hashes) of the lines to drop among these pairs (one hash range of the whole input),
+    sorted by (order, hash). Pairs are unique: a document holds a line once (`HashLines`)."""
+    groups = (orders >> np.uint64(OFFSET_BITS)) // np.uint64(group_files) if group_files else np.zeros(len(orders), np.uint64)
+    sort = np.lexsort((orders, hashes, groups))
+    hashes, orders, groups = hashes[sort], orders[sort], groups[sort]
+    new = np.r_[True, (hashes[1:] != hashes[:-1]) | (groups[1:] != groups[:-1])]
+    starts = np.flatnonzero(new)
+    counts = np.diff(np.r_[starts, len(hashes)])
+    shared = np.repeat(counts > 1, counts)
+    drop = shared if policy == "remove_all" else shared & ~new  # keep_first: the smallest order stays
+    return sort_pairs(orders[drop], hashes[drop])
+
+
+def census_range(work, r: int, ranges: int, files: int, policy: str, group_files: int = 0) -> dict:
+    """The census of hash range r over every file's pairs; writes that range's drop list."""
+    lo, hi = range_bounds(r, ranges)
+    parts = [read_pairs(work.path(HASHES_DIR, f"{i:06d}.pairs"), lo, hi) for i in range(files)]
+    hashes = np.concatenate([h for h, _ in parts]) if parts else np.empty(0, np.uint64)
+    orders = np.concatenate([o for _, o in parts]) if parts else np.empty(0, np.uint64)
+    drop_orders, drop_hashes = duplicated_pairs(hashes, orders, policy, group_files)
+    write_pairs(work.path(DROPS_DIR, f"{r:06d}.pairs"), drop_orders, drop_hashes)
+    return {"lines": int(len(hashes)), "dropped_lines": int(len(drop_orders)), "bytes": int(hashes.nbytes + orders.nbytes)}
+
+
+def file_drops(work, file_index: int, ranges: int) -> tuple[np.ndarray, np.ndarray]:
+    """The join: (orders, hashes) of this file's lines to drop, read from each range's drop list."""
+    lo, hi = file_index << OFFSET_BITS, (file_index + 1) << OFFSET_BITS
+    parts = [read_pairs(work.path(DROPS_DIR, f"{r:06d}.pairs"), lo, hi) for r in range(ranges)]
+    if not parts:
+        return np.empty(0, np.uint64), np.empty(0, np.uint64)
+    return sort_pairs(np.concatenate([o for o, _ in parts]), np.concatenate([h for _, h in parts]))
+
+
+def pairs_in(orders: np.ndarray, hashes: np.ndarray, drop_orders: np.ndarray, drop_hashes: np.ndarray) -> np.ndarray:
+    """For each (order, hash), whether it is among the drop pairs (both sides unique)."""
+    n = len(orders)
+    if n == 0 or len(drop_orders) == 0:
+        return np.zeros(n, bool)
+    o = np.concatenate([orders, drop_orders])
+    h = np.concatenate([hashes, drop_hashes])
+    src = np.concatenate([np.arange(n), np.full(len(drop_orders), -1)])
+    sort = np.lexsort((h, o))
+    o, h, src = o[sort], h[sort], src[sort]
+    same = np.flatnonzero((o[1:] == o[:-1]) & (h[1:] == h[:-1]))
+    mask = np.zeros(n, bool)
+    for side in (src[same], src[same + 1]):
+        mask[side[side >= 0]] = True
+    return mask
+
+
 @dataclasses.dataclass
-class ApplyDedup:
-    """Drops the lines that the duplicate table marks (see module doc); needs `table` set before use."""
+class ApplyDedup(Step):
+    """Drops the lines of this file's drop list (module doc)."""
 
-    policy: str = "remove_all"
-    table: DuplicateTable | None = None
+    drops: tuple = (np.empty(0, np.uint64), np.empty(0, np.uint64))  # (orders, hashes), from `file_drops`
     name: str = "dedup"
+    reason: str = "all_lines_duplicate"  # a document left with no line; "duplicate" for whole-content hashes
 
-    def __post_init__(self):
-        if self.policy not in POLICIES:
-            raise ValueError(f"unknown dedup policy {self.policy!r}: one of {', '.join(POLICIES)}")
-
-    def __call__(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, StageStats]:
-        assert self.table is not None, "ApplyDedup.table must be set"
-        stats = StageStats(self.name, docs_in=batch.num_rows)
-        if batch.num_rows == 0:
-            return batch.drop_columns(["_line_hashes"]), stats
+    def process(self, batch, notes):
         hashes, orders = census_input(batch)
-        dup, first = self.table.lookup(hashes)
-        drop = dup if self.policy == "remove_all" else dup & (first != orders)
+        drop = pairs_in(orders, hashes, *self.drops)
         lengths = pc.list_value_length(batch.column("_line_hashes")).to_numpy(zero_copy_only=False)
         bounds = np.r_[0, np.cumsum(lengths)]
-        text = batch.column("text")
-        keep_rows, texts, nlines = [], [], []
-        for i in range(batch.num_rows):
-            doc_text = text[i].as_py()
-            stats.chars_in += len(doc_text)
-            stats.lines_in += int(lengths[i])
-            doc_drop = drop[bounds[i] : bounds[i + 1]]
-            if not doc_drop.any():
-                new_text, n = doc_text, int(lengths[i])
-            else:
-                lines = doc_text.split("\n")
-                kept = [line for line, d in zip(lines, doc_drop) if not d]
-                new_text, n = "\n".join(kept), len(kept)
-            if n == 0:
-                stats.drop("all_lines_duplicate")
+        texts = batch.column("text").to_pylist()
+        reasons = [None] * len(texts)
+        for i in np.flatnonzero(np.add.reduceat(drop, bounds[:-1]) if len(drop) else np.zeros(0, int)):
+            keep = ~drop[bounds[i] : bounds[i + 1]]
+            if not keep.any():
+                reasons[i] = self.reason
                 continue
-            keep_rows.append(i)
-            texts.append(new_text)
-            nlines.append(n)
-            stats.chars_out += len(new_text)
-            stats.lines_out += n
-        stats.docs_out = len(keep_rows)
-        out = batch.drop_columns(["_line_hashes"]).take(pa.array(keep_rows, pa.int64()))
-        out = _replace(out, text=pa.array(texts, pa.string()), nlines=pa.array(nlines, pa.int32()))
-        return out, stats
-
-
-def _replace(batch: pa.RecordBatch, **columns: pa.Array) -> pa.RecordBatch:
-    for name, values in columns.items():
-        i = batch.schema.get_field_index(name)
-        batch = batch.set_column(i, batch.schema.field(i), values)
-    return batch
+            lines = texts[i].split("\n")
+            texts[i] = "\n".join(line for line, k in zip(lines, keep) if k)
+        return Outcome(drop=reasons, text=texts, remove=("_line_hashes",))

@@ -69,6 +69,14 @@ def open_input(path: str):
     return fs.open_input_stream(p, compression=None)
 
 
+def open_random_access(path: str):
+    """A seekable binary file: buffered `open` for a local path, pyarrow's random-access file for a URI."""
+    if "://" not in path:
+        return open(path, "rb")
+    fs, p = _fs(path)
+    return fs.open_input_file(p)
+
+
 def read_bytes(path: str) -> bytes:
     with open_input(path) as f:
         return f.read()

@@ -31,6 +31,10 @@ DOCUMENT_SCHEMA = pa.schema(
     ]
 )
 
+# `_ord` = file index << ORD_FILE_SHIFT | position in the file (a byte offset, or a record number):
+# the stable global order of every job; files up to 1 TiB, 16M files.
+ORD_FILE_SHIFT = 40
+
 # A document batch between steps: the document fields known before scoring, plus `_ord`
 # (file index << N | position in the file), the stable global order every job sorts and breaks ties by.
 WORK_FIELDS = [

@@ -13,10 +13,8 @@ the error; reading goes on with the next record where the format allows it:
 - after a corrupt gzip member, or garbage where a record header should be, reading resumes at the
   next gzip member that holds a WARC record.
 
-Splitting: a gzip'ed WARC (one member per record, as CommonCrawl writes them) can be read by several
-workers at once. Part k of n takes the records whose member starts in its byte range, found by
-looking for the next gzip header that decompresses to a WARC record; records are ordered by
-(file, byte offset), which does not depend on how the file was split.
+Streaming: the file is read through a seekable stream, a record at a time, never whole in memory
+(a worker needs what one record needs). Records are ordered by (file, byte offset).
 """
 from __future__ import annotations
 
@@ -31,9 +29,9 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
 from pipeline.accounting import StageStats
-from pipeline.runs import open_input
+from pipeline.runs import open_random_access
 
-OFFSET_BITS = 40  # _ord = file_index << 40 | byte offset: files up to 1 TiB, 16M files
+from pipeline.schema import ORD_FILE_SHIFT as OFFSET_BITS  # noqa: E402
 
 RAW_SCHEMA = pa.schema(
     [
@@ -69,13 +67,13 @@ def _parse_content_type(value: str | None) -> tuple[str | None, str | None]:
 
 def iter_raw_batches(
     path: str, file_index: int, stats: StageStats, dead_letters: list[dict], batch_records: int = 256,
-    part: int = 0, parts: int = 1,
 ) -> Iterator[tuple[int, pa.RecordBatch]]:
-    """Yield (batch key, RecordBatch in RAW_SCHEMA) for part `part` of `parts` of one input file; fill
-    `stats` and `dead_letters`. The parts of a file together hold each of its records exactly once."""
-    with open_input(path) as raw:
-        data = raw.read()
-    begin, end = _part_range(data, part, parts)
+    """Yield (batch number, RecordBatch in RAW_SCHEMA) for one input file; fill `stats` and `dead_letters`."""
+    with open_random_access(path) as f:
+        yield from _raw_batches(_Source(f), path, file_index, stats, dead_letters, batch_records)
+
+
+def _raw_batches(data: "_Source", path, file_index, stats, dead_letters, batch_records):
     rows: list[dict] = []
     batch_no = 0
 
@@ -84,9 +82,9 @@ def iter_raw_batches(
         batch = pa.RecordBatch.from_pylist(rows, schema=RAW_SCHEMA)
         rows = []
         batch_no += 1
-        return (part << 20) | (batch_no - 1), batch
+        return batch_no - 1, batch
 
-    for record, payload, offset, error in _records(data, begin, end):
+    for record, payload, offset, error in _records(data):
         if record is not None and record.rec_type not in DOCUMENT_TYPES:
             # Not a document (request, metadata, revisit...), well-formed or not: noted, not counted.
             stats.notes[f"skipped_{record.rec_type}_records"] += 1
@@ -141,14 +139,39 @@ GZIP_MEMBER = b"\x1f\x8b\x08"
 _READ_ERRORS = (zlib.error, EOFError, OSError, ValueError)
 
 
-def _next_warc_member(data: bytes, pos: int) -> int:
-    """Offset of the first gzip member at or after `pos` that decompresses to a WARC record, or len(data)."""
+class _Source:
+    """A seekable binary file read in windows: what the record scanner needs, without the whole file."""
+
+    def __init__(self, f):
+        self.f = f
+        self.size = f.size() if hasattr(f, "size") and callable(f.size) else f.seek(0, io.SEEK_END)
+
+    def read_at(self, pos: int, n: int) -> bytes:
+        self.f.seek(pos)
+        return self.f.read(max(0, min(n, self.size - pos)))
+
+    def stream_at(self, pos: int):
+        self.f.seek(pos)
+        return self.f
+
+    def find(self, needle: bytes, pos: int, window: int = 1 << 20) -> int:
+        while pos < self.size:
+            chunk = self.read_at(pos, window + len(needle) - 1)
+            i = chunk.find(needle)
+            if i >= 0:
+                return pos + i
+            pos += window
+        return -1
+
+
+def _next_warc_member(data: _Source, pos: int) -> int:
+    """Offset of the first gzip member at or after `pos` that decompresses to a WARC record, or the file size."""
     while True:
         pos = data.find(GZIP_MEMBER, pos)
         if pos < 0:
-            return len(data)
+            return data.size
         try:
-            head = zlib.decompressobj(31).decompress(data[pos : pos + 1024], 16)
+            head = zlib.decompressobj(31).decompress(data.read_at(pos, 1024), 16)
         except zlib.error:
             head = b""
         if head.startswith(b"WARC/"):
@@ -156,25 +179,13 @@ def _next_warc_member(data: bytes, pos: int) -> int:
         pos += 1
 
 
-def _part_range(data: bytes, part: int, parts: int) -> tuple[int, int]:
-    """[begin, end): the byte range whose record starts belong to this part. Only gzip'ed WARC files
-    split; other files (uncompressed, ARC, one-member gzip) are read whole by part 0."""
-    if parts == 1:
-        return 0, len(data)
-    splittable = data[:3] == GZIP_MEMBER and _next_warc_member(data, 0) == 0
-    if not splittable:
-        return (0, len(data)) if part == 0 else (len(data), len(data))
-    bounds = [0] + [_next_warc_member(data, len(data) * k // parts) for k in range(1, parts)] + [len(data)]
-    return bounds[part], max(bounds[part], bounds[part + 1])
-
-
-def _records(data: bytes, begin: int, end: int):
-    """Per record starting in [begin, end): (record, payload, offset, None) read and checked, or
-    (None, None, offset, (reason, message)) where reading failed."""
-    gzipped = data[:2] == GZIP_MEMBER[:2]
-    pos = begin
-    while pos < end:
-        it = _QuietArchiveIterator(io.BytesIO(data[pos:]), arc2warc=True, check_digests=True)
+def _records(data: _Source):
+    """Per record: (record, payload, offset, None) read and checked, or (None, None, offset, (reason,
+    message)) where reading failed."""
+    gzipped = data.read_at(0, 2) == GZIP_MEMBER[:2]
+    pos = 0
+    while pos < data.size:
+        it = _QuietArchiveIterator(data.stream_at(pos), arc2warc=True, check_digests=True)
         records = iter(it)
         done, count = 0, 0  # bytes of `data[pos:]` fully read; records read from this iterator
         try:
@@ -182,8 +193,6 @@ def _records(data: bytes, begin: int, end: int):
                 with contextlib.redirect_stderr(_DISCARD):  # warcio prints zlib errors and carries on
                     record = next(records, None)
                     if record is None:
-                        return
-                    if pos + it.offset >= end:  # warcio's offset of the record just parsed
                         return
                     payload = record.content_stream().read()
                 offset = pos + it.get_record_offset()
@@ -230,21 +239,18 @@ def _check(record) -> tuple[str, str] | None:
     return None
 
 
-def _records_of_single_member(data: bytes, skip: int):
-    """A file gzip'ed as one member (warcio refuses it): read it decompressed, after the `skip` records
-    read already. Offsets are then positions in the decompressed stream."""
-    try:
-        plain = gzip.decompress(data)
-    except _READ_ERRORS as err:
-        yield None, None, 0, ("corrupt_compression", f"{type(err).__name__}: {err}")
-        return
-    it = _QuietArchiveIterator(io.BytesIO(plain), arc2warc=True, check_digests=True)
-    last = 0
+def _records_of_single_member(data: _Source, skip: int):
+    """A file gzip'ed as one member (warcio refuses it): read it decompressed, as a stream, after the
+    `skip` records read already. Offsets are then positions in the decompressed stream."""
+    it = _QuietArchiveIterator(gzip.GzipFile(fileobj=data.stream_at(0), mode="rb"), arc2warc=True, check_digests=True)
+    last, read = 0, 0
     try:
         for n, record in enumerate(it):
             payload = record.content_stream().read()
-            last = it.get_record_offset()
+            last, read = it.get_record_offset(), n + 1
             if n >= skip:
                 yield record, payload, last, _check(record)
     except (ArchiveLoadFailed,) + _READ_ERRORS as err:
-        yield None, None, last + 1, ("unreadable_archive", f"{type(err).__name__}: {str(err).strip()[:200]}")
+        # What was read before the damage is kept; the damage is one dead letter.
+        reason = "corrupt_compression" if isinstance(err, (zlib.error, EOFError, gzip.BadGzipFile)) else "unreadable_archive"
+        yield None, None, last + 1 if read else 0, (reason, f"{type(err).__name__}: {str(err).strip()[:200]}")

@@ -6,8 +6,8 @@ dataclass with `before()`, `after()`, `check_models()` and `batch_records`, `rea
 stats, dead, config)` yielding `(batch_no, RecordBatch)`, `expand(patterns)` (optional; default:
 files matching the globs) and `config_from_args(args)`.
 
-`beam_jobs/source.py` runs the same steps on Beam; `run_local` here runs them in this process
-(tests, benchmarks) with the same global logic, so both give the same documents.
+`plan()` lays the source out as per-file phases and a barrier (`pipeline/plan.py`), which
+`pipeline.plan.run_local` runs in this process and `beam_jobs/source.py` on Beam.
 """
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import dataclasses
 import importlib
 from types import ModuleType
 
-import pyarrow as pa
-
-from pipeline.accounting import JobStats, StageStats, apply_steps, merge_stage_stats
+from pipeline.dedup import ApplyDedup, file_drops
+from pipeline.phases import (CollectLineHashes, CollectSignatures, LineCensus, MinHashClusters, ReadInput, ReadWork, StepsPhase,
+                             WriteShard, WriteWork, near_duplicates_of_file)
+from pipeline.plan import Plan
 from pipeline.runs import expand_inputs
 
 NAMES = ("c4", "github", "wikipedia", "books", "arxiv", "stackexchange")
@@ -39,43 +40,35 @@ def config_dict(config) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def run_local(name: str, paths: list[str], config) -> tuple[pa.Table | None, JobStats, list[dict]]:
-    """Run source `name` over `paths` in this process: (documents sorted by _ord, stats, dead letters)."""
-    from pipeline.dedup import duplicate_table
+CENSUS_RANGE_BYTES = 512 << 20
 
+
+def plan(name: str, config, output: str) -> Plan:
+    """The source's plan: one phase when it has no global barrier; else prepare (read + `before`
+    steps, hashes or signatures to the work folder) -> barrier -> apply (the barrier's drop step +
+    the rest of `after`) -> part-NNNNN.parquet."""
     module = get(name)
-    stats: list[StageStats] = []
-    dead: list[dict] = []
-
-    def apply(steps, batch):
-        return apply_steps(steps, batch, stats)
-
-    before = []
-    for file_index, path in enumerate(paths):
-        read = StageStats("read")
-        for _, batch in module.read(path, file_index, read, dead, config):
-            before.append(apply(config.before(), batch))
-        stats.append(read)
-    after = config.after()
+    read = ReadInput(lambda path, i, stats, dead: module.read(path, i, stats, dead, config))
+    if module.GLOBAL is None:
+        return Plan(name, [StepsPhase("read", read, lambda i, work, b: config.before() + config.after(), WriteShard(), output)])
     if module.GLOBAL in ("lines", "exact"):
-        after[0].table = duplicate_table(before, config.dedup_range_bits)
+        policy = getattr(config, "dedup_policy", "keep_first") if module.GLOBAL == "lines" else "keep_first"
+        barrier, collect = LineCensus(policy, CENSUS_RANGE_BYTES), CollectLineHashes
+        template = config.after()[0]  # the source's dedup step: its stage name and drop reason
+        exact = {"name": template.name, "reason": template.reason} if module.GLOBAL == "exact" else {}
+
+        def drop_step(i, work, census):
+            return ApplyDedup(file_drops(work, i, census["ranges"]), **exact) if work is not None else ApplyDedup(**exact)
     elif module.GLOBAL == "minhash":
-        from collections import defaultdict
+        from pipeline.sources.books import DropNearDuplicates
 
-        from pipeline.sources.books import band_keys, duplicates_to_drop, signatures_of, verified_pairs
+        barrier, collect = MinHashClusters(config.bands, config.rows, config.threshold), CollectSignatures
 
-        buckets = defaultdict(list)
-        for batch in before:
-            for order, sig in signatures_of(batch):
-                for key in band_keys(sig, config.bands, config.rows):
-                    buckets[key].append((order, sig))
-        pairs = set()
-        for members in buckets.values():
-            if len(members) > 1:
-                pairs.update(verified_pairs(members, config.threshold))
-        after[0].drop = duplicates_to_drop(sorted(pairs))
-    kept = [apply(after, b) for b in before] if after else before
-    kept = [b for b in kept if b.num_rows]
-    job = JobStats.from_merged(name, module.STAGES, merge_stage_stats(stats))
-    table = pa.Table.from_batches(kept).sort_by("_ord") if kept else None
-    return table, job, dead
+        def drop_step(i, work, _):
+            return DropNearDuplicates(near_duplicates_of_file(work, i) if work is not None else None)
+    else:
+        raise ValueError(f"{name}: unknown global barrier {module.GLOBAL!r}")
+    prepare = StepsPhase("prepare", read, lambda i, work, b: config.before(), WriteWork("documents"), output, collect=collect)
+    # `after()` lists the barrier's drop step first; the plan builds it from the barrier's result.
+    apply = StepsPhase("apply", ReadWork("documents"), lambda i, work, b: [drop_step(i, work, b)] + config.after()[1:], WriteShard(), output)
+    return Plan(name, [prepare, barrier, apply])

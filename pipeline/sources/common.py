@@ -4,7 +4,7 @@ MinHash LSH) as plain functions that the Beam job and the in-process executor bo
 
 Every source's reader yields `(batch_number, RecordBatch)` whose rows carry the document columns
 (`id`, `source`, `url`, `text`, `metadata`, `original_length`, `original_nlines`, `nlines`) plus
-`_ord` (file_index << 32 | record index: a global order independent of the number of workers) and
+`_ord` (file_index << ORD_FILE_SHIFT | record index: a global order independent of the number of workers) and
 source-specific `_`-prefixed working columns that steps consume and `to_document_table` drops.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from pipeline.accounting import StageStats
 from pipeline.runs import InputError, open_input
-from pipeline.schema import WORK_FIELDS, document_id
+from pipeline.schema import ORD_FILE_SHIFT, WORK_FIELDS, document_id
 from pipeline.step import Outcome, Step, TextStep, line_counts, text_totals  # noqa: F401 (TextStep, text_totals: re-exported)
 
 BASE_FIELDS = WORK_FIELDS
@@ -47,7 +47,7 @@ class BatchBuilder:
         n = count_lines(text)
         self.rows.append(
             {
-                "_ord": (self.file_index << 32) | record,
+                "_ord": (self.file_index << ORD_FILE_SHIFT) | record,
                 "id": document_id(self.source, native_id),
                 "source": self.source,
                 "url": url,

@@ -2,7 +2,8 @@ import gzip
 
 import numpy as np
 
-from pipeline.sources import books, run_local
+from pipeline.sources import books, plan
+from tests.jobs import run_in_process
 from tests.sources.conftest import SAMPLE, read_all
 
 BOOKS = SAMPLE / "books"
@@ -55,14 +56,13 @@ def test_band_parameters_recall_and_precision():
     assert p[2] > 0.95 and p[3] > 0.99 and p[0] < 0.001
 
 
-def test_sample_run_removes_one_of_each_near_duplicate_pair():
+def test_sample_run_removes_one_of_each_near_duplicate_pair(tmp_path):
     paths = [str(p) for p in sorted(BOOKS.glob("*.txt.gz"))]
-    table, stats, dead = run_local("books", paths, books.BooksConfig())
-    stats.check()
+    table, stats, dead = run_in_process(plan("books", books.BooksConfig(), str(tmp_path)), paths, tmp_path)
     files = [__import__("json").loads(m)["file"] for m in table.column("metadata").to_pylist()]
     # input order is the sorted paths ('-8_latin1' < '_ascii', 'current' < 'old'): the first of each pair stays
     assert files == ["pg14263_14263-8_latin1.txt.gz", "pg9198_9198-8.txt.gz", "pg972_972_current.txt.gz"]
-    assert stats.dropped == {"near_duplicate": 2}
+    assert stats["dropped"] == {"near_duplicate": 2}
 
 
 def test_unreadable_gzip_is_a_dead_letter(tmp_path):

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import sources
+from tests.jobs import run_in_process
 from pipeline.cli import main
 from pipeline.schema import DOCUMENT_SCHEMA
 from tests.sources.conftest import SAMPLE
@@ -47,10 +48,11 @@ def test_beam_job_matches_in_process_run(name, tmp_path):
     assert {r["source"] for r in rows} == {name}
     module = sources.get(name)
     config = module.config_from_args(_args(name))
-    table, local_stats, _ = sources.run_local(name, sources.expand(module, INPUTS[name]), config)
+    table, local_stats, _ = run_in_process(sources.plan(name, config, str(tmp_path / "local")), sources.expand(module, INPUTS[name]),
+                                           tmp_path / "local")
     assert [r["id"] for r in rows] == table.column("id").to_pylist()
     assert [r["text"] for r in rows] == table.column("text").to_pylist()
-    assert local_stats.to_dict()["stages"] == stats["stages"]
+    assert local_stats["stages"] == stats["stages"]
 
 
 def _args(name):
