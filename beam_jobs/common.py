@@ -12,7 +12,7 @@ import os
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.plan import Barrier, FilePhase, Plan, Work, run_barrier_item, run_file_task, save_barrier_result
+from pipeline.plan import FilePhase, Plan, Work, barrier_result, finish_barrier, run_barrier_item, run_file_task, start_barrier
 
 
 # Flags that Beam 2.77 itself writes when it hands the options on (a False boolean without its
@@ -50,74 +50,55 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
 
 
 class RunFilePhase(beam.DoFn):
-    """One file phase on one input file (skipped if its completion marker exists); emits the summary."""
+    """One file phase on one input file (skipped if its completion marker exists)."""
 
-    def __init__(self, phase: FilePhase, work_root: str):
-        self.phase, self.work_root = phase, work_root
+    def __init__(self, plan: Plan, phase: FilePhase, work_root: str):
+        self.plan, self.phase, self.work_root = plan, phase, work_root
 
-    def process(self, element, barrier=None):
+    def process(self, element, *after):
         file_index, path = element
-        yield run_file_task(self.phase, file_index, path, Work(self.work_root), barrier).summary
+        work = Work(self.work_root)
+        run_file_task(self.phase, file_index, path, work, barrier_result(self.plan, self.phase, work))
+        yield file_index
 
 
-class BarrierCombine(beam.CombineFn):
-    """A barrier's reduction of summaries (commutative and associative, so any runner's order works)."""
-
-    def __init__(self, barrier: Barrier):
-        self.barrier = barrier
-
-    def create_accumulator(self):
-        return self.barrier.create()
-
-    def add_input(self, acc, summary):
-        return self.barrier.add(acc, summary)
-
-    def merge_accumulators(self, accs):
-        return self.barrier.merge(list(accs))
-
-    def extract_output(self, acc):
-        return acc
-
-
-def _items(reduced, barrier):
-    return list(enumerate(barrier.items(reduced)))
-
-
-def _run_item(element, reduced, barrier, work_root):
-    index, item = element
-    return run_barrier_item(barrier, index, item, Work(work_root), reduced)
-
-
-def _barrier_result(_, reduced, outputs, barrier, work_root):
-    result = barrier.result(reduced, list(outputs))
-    save_barrier_result(barrier, Work(work_root), result)
-    return result
+def _done(pcoll, label: str):
+    """One element once every element of `pcoll` is there: a dependency for a side input. A keyed
+    combine, not CombineGlobally, whose result Beam's DaskRunner (2.77) delivers once per partition."""
+    return (
+        pcoll
+        | f"Key_{label}" >> beam.Map(lambda _: (0, 1))
+        | f"Count_{label}" >> beam.CombinePerKey(sum)
+        | f"Done_{label}" >> beam.Values()
+    )
 
 
 def build_plan(p, plan: Plan, paths: list[str], work: Work):
-    """The plan as a Beam graph. Only file indexes, summaries and small barrier results travel through
-    Beam; documents and hashes stay in the work folder. A barrier's result reaches the next phase as a
-    singleton side input, which also orders the phases."""
+    """The plan as a Beam graph. Only file indexes travel through Beam: documents, hashes, summaries and
+    barrier results stay in the work folder (`pipeline/plan.py`), so what the runner does with elements
+    (fusion, retries, duplicates) cannot change the output. Side inputs order the steps."""
     files = p | "Files" >> beam.Create(list(enumerate(paths))) | "SpreadFiles" >> beam.Reshuffle()
-    summaries, result = None, None
+    after = []  # side inputs the next step waits for
+    previous = None
     for step in plan.steps:
         if isinstance(step, FilePhase):
-            side = [beam.pvalue.AsSingleton(result)] if result is not None else []
-            summaries = files | f"Phase_{step.name}" >> beam.ParDo(RunFilePhase(step, work.root), *side)
+            done = files | f"Phase_{step.name}" >> beam.ParDo(RunFilePhase(plan, step, work.root), *after)
+            after, previous = [beam.pvalue.AsList(_done(done, step.name))], step
             continue
         name = step.name
-        reduced = summaries | f"Reduce_{name}" >> beam.CombineGlobally(BarrierCombine(step))
-        outputs = (
-            reduced
-            | f"Items_{name}" >> beam.FlatMap(_items, step)
-            | f"SpreadItems_{name}" >> beam.Reshuffle()
-            | f"Run_{name}" >> beam.Map(_run_item, beam.pvalue.AsSingleton(reduced), step, work.root)
-        )
-        result = (
+        items = (
             p
             | f"Start_{name}" >> beam.Create([None])
-            | f"Result_{name}" >> beam.Map(_barrier_result, beam.pvalue.AsSingleton(reduced), beam.pvalue.AsList(outputs), step, work.root)
+            | f"Items_{name}" >> beam.FlatMap(lambda _, *a, b=step, ph=previous: start_barrier(b, ph, len(paths), Work(work.root)), *after)
+            | f"SpreadItems_{name}" >> beam.Reshuffle()
+            | f"Run_{name}" >> beam.Map(lambda it, b=step: run_barrier_item(b, it[0], it[1], Work(work.root)))
         )
+        finished = (
+            p
+            | f"Close_{name}" >> beam.Create([None])
+            | f"Finish_{name}" >> beam.Map(lambda _, *a, b=step: finish_barrier(b, Work(work.root)), beam.pvalue.AsList(_done(items, name)))
+        )
+        after = [beam.pvalue.AsList(finished)]
 
 
 def beam_executor(beam_args: list[str]):

@@ -1,9 +1,8 @@
 """`corpusmill tokenize`: each source's document shards -> token shards (Megatron indexed dataset).
 
-Graph:
-    (source, input file) -> Reshuffle -> TokenizeFile: read row groups, encode in big batches
-    (SentencePiece threads), stream tokens into OUTPUT/<source>-NNNNN.bin, then .idx and .src
-    -> Finalize: manifest.json (docs/token-shards.md) + stats.json (empty / whitespace-only counted)
+A plan of one file phase (`pipeline/plan.py`): per (source, input file), read row groups, encode in
+big batches (SentencePiece threads), stream tokens into OUTPUT/<source>-NNNNN.bin, then .idx and
+.src; then manifest.json (docs/token-shards.md) and stats.json (empty / whitespace-only counted).
 
 One token shard per input file, named by the source and the file's place in that source's sorted
 file list, so the output does not depend on the number of workers.
@@ -15,14 +14,15 @@ import json
 import os
 import time
 
-import apache_beam as beam
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from beam_jobs.common import STATS, MergeStats, pipeline_options
-from pipeline.accounting import JobStats, StageStats
-from pipeline.runs import InputError, atomic_write_bytes, finalize, input_fingerprint, is_complete, load_stats
+from beam_jobs.common import beam_executor
+from pipeline.accounting import StageStats
+from pipeline.job import run_plan
+from pipeline.plan import FilePhase, FileResult, Plan
+from pipeline.runs import InputError, atomic_write_bytes
 from pipeline.schema import SOURCES
 from tokenizer import spm as spm_lib
 from tokenizer.encode import EncodeConfig, encode_batch
@@ -37,15 +37,25 @@ def shard_prefix(source: str, index: int) -> str:
     return f"{source}-{index:05d}"
 
 
-class TokenizeFile(beam.DoFn):
-    def __init__(self, model_path: str, output: str, config: EncodeConfig, batch_docs: int):
-        self.model_path, self.output, self.config, self.batch_docs = model_path, output, config, batch_docs
+class TokenizePhase(FilePhase):
+    """One input document shard -> one token shard `<source>-NNNNN` (NNNNN: its place in the source's files)."""
 
-    def setup(self):
-        self.sp = spm_lib.load(self.model_path)
+    name = "tokenize"
 
-    def process(self, element):
-        source, index, path = element
+    def __init__(self, elements: list[tuple[str, int, str]], model_path: str, output: str, config: EncodeConfig, batch_docs: int):
+        self.elements, self.model_path, self.output, self.config, self.batch_docs = elements, model_path, output, config, batch_docs
+        self._sp = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_sp": None}  # the model loads once per worker, not pickled
+
+    def stages(self):
+        return [STAGE]
+
+    def run(self, file_index, path, work, barrier):
+        if self._sp is None:
+            self._sp = spm_lib.load(self.model_path)
+        source, index, _ = self.elements[file_index]
         prefix = shard_prefix(source, index)
         stats = StageStats(STAGE)
         reader = pq.ParquetFile(path)
@@ -55,14 +65,14 @@ class TokenizeFile(beam.DoFn):
                 if pc.any(pc.not_equal(batch.column("source"), source)).as_py():
                     wrong = np.flatnonzero(np.asarray(batch.column("source").to_pylist(), dtype=object) != source)
                     raise InputError(f"{path}: record {record + int(wrong[0])} has source {batch.column('source')[int(wrong[0])]}, expected {source!r}")
-                tokens, lengths, batch_stats = encode_batch(self.sp, batch.column("text"), self.config, STAGE)
-                if len(tokens) and int(tokens.max()) >= self.sp.get_piece_size():
+                tokens, lengths, batch_stats = encode_batch(self._sp, batch.column("text"), self.config, STAGE)
+                if len(tokens) and int(tokens.max()) >= self._sp.get_piece_size():
                     raise ValueError(f"{path}: token id beyond the vocabulary")
                 writer.add(tokens, lengths, SOURCES.index(source))
                 stats.merge(batch_stats)
                 record += batch.num_rows
-        yield {"prefix": prefix, "source": source, "input": path, "documents": writer.documents, "tokens": writer.tokens}
-        yield beam.pvalue.TaggedOutput(STATS, stats)
+        shard = {"prefix": prefix, "source": source, "input": path, "documents": writer.documents, "tokens": writer.tokens}
+        return FileResult(self.name, file_index, [stats.to_dict()], [], {"shard": shard})
 
 
 def build_manifest(shards: list[dict], tokenizer: dict) -> dict:
@@ -105,36 +115,17 @@ def remove_stale_shards(output: str, keep: set[str]) -> None:
             os.remove(os.path.join(output, name))
 
 
-class FinalizeTokenize(beam.DoFn):
-    def __init__(self, output: str, tokenizer: dict, extra: dict):
-        self.output, self.tokenizer, self.extra = output, tokenizer, extra
+def close(output: str, tokenizer: dict):
+    """Before stats.json: the manifest, and the token shards of earlier runs removed."""
 
-    def process(self, _, shards, stats):
-        manifest = build_manifest(list(shards), self.tokenizer)
-        job = JobStats.from_merged("tokenize", [STAGE], stats, **self.extra)
-        job.extra["sources"] = manifest["sources"]
-        remove_stale_shards(self.output, {s["prefix"] for s in manifest["shards"]})
-        atomic_write_bytes(os.path.join(self.output, "manifest.json"), (json.dumps(manifest, indent=2) + "\n").encode())
+    def write_manifest(results) -> tuple[dict, list[str]]:
+        manifest = build_manifest([r.summary["shard"] for r in results], tokenizer)
+        remove_stale_shards(output, {s["prefix"] for s in manifest["shards"]})
+        atomic_write_bytes(os.path.join(output, "manifest.json"), (json.dumps(manifest, indent=2) + "\n").encode())
         files = ["manifest.json"] + [s["prefix"] + ext for s in manifest["shards"] for ext in SHARD_EXTS]
-        finalize(self.output, job, files, [])
-        yield job.to_dict()
+        return {"sources": manifest["sources"]}, files
 
-
-def build(p, inputs: dict[str, list[str]], model_path: str, output: str, config: EncodeConfig, batch_docs: int, extra: dict):
-    tokenizer = tokenizer_card(model_path)
-    elements = [(source, i, path) for source, paths in inputs.items() for i, path in enumerate(paths)]
-    out = (
-        p
-        | "Files" >> beam.Create(elements)
-        | "Spread" >> beam.Reshuffle()
-        | "TokenizeFile" >> beam.ParDo(TokenizeFile(model_path, output, config, batch_docs)).with_outputs(STATS, main="shards")
-    )
-    stats = out[STATS] | "MergeStats" >> beam.CombineGlobally(MergeStats())
-    return (
-        p
-        | "CloseRun" >> beam.Create([None])
-        | "Finalize" >> beam.ParDo(FinalizeTokenize(output, tokenizer, extra), beam.pvalue.AsList(out.shards), beam.pvalue.AsSingleton(stats))
-    )
+    return write_manifest
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -154,18 +145,17 @@ def run(args, beam_args: list[str]) -> int:
     if not os.path.isfile(args.tokenizer):
         raise FileNotFoundError(f"{args.tokenizer}: no tokenizer model (run corpusmill train-tokenizer)")
     config = EncodeConfig(add_bos=not args.no_bos, add_eos=not args.no_eos, threads=args.threads)
-    paths = [p for ps in inputs.values() for p in ps]
+    elements = [(source, i, path) for source, paths in inputs.items() for i, path in enumerate(paths)]
     settings = {"add_bos": config.add_bos, "add_eos": config.add_eos, "tokenizer_sha256": spm_lib.file_sha256(args.tokenizer),
                 "sources": {s: len(v) for s, v in inputs.items()}}
-    fingerprint = input_fingerprint(paths, settings)
-    if not args.force and is_complete(args.output, fingerprint):
-        print(f"{args.output}: up to date (same inputs and config); --force reruns")
-        return 0
     os.makedirs(args.output, exist_ok=True)
     started = time.time()
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-        build(p, inputs, args.tokenizer, args.output, config, args.batch_docs, {"fingerprint": fingerprint, "config": settings})
-    stats = load_stats(args.output)
+    plan = Plan("tokenize", [TokenizePhase(elements, args.tokenizer, args.output, config, args.batch_docs)])
+    stats = run_plan(plan, [p for _, _, p in elements], args.output, settings, force=args.force, executor=beam_executor(beam_args),
+                     close=close(args.output, tokenizer_card(args.tokenizer)))
+    if stats is None:
+        print(f"{args.output}: up to date (same inputs and config); --force reruns")
+        return 0
     print(f"tokenize: {stats['read']} documents read, {stats['kept']} written -> {args.output} ({time.time() - started:.1f} s)")
     for reason, n in stats["dropped"].items():
         print(f"  not written ({reason}): {n}")

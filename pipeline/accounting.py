@@ -104,7 +104,13 @@ class JobStats:
 
     @classmethod
     def from_merged(cls, job: str, stage_order: list[str], merged: Mapping[str, StageStats], **extra) -> "JobStats":
-        return cls(job, [merged.get(name, StageStats(name)) for name in stage_order], dict(extra))
+        missing = [name for name in stage_order if name not in merged]
+        if missing:
+            raise AccountingError(f"{job}: no statistics for stage(s) {', '.join(missing)}: a step did not report")
+        unknown = sorted(set(merged) - set(stage_order))
+        if unknown:
+            raise AccountingError(f"{job}: statistics for stage(s) not in the job: {', '.join(unknown)}")
+        return cls(job, [merged[name] for name in stage_order], dict(extra))
 
     @property
     def read(self) -> int:

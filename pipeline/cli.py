@@ -63,6 +63,7 @@ class _QuietStderr:
     def __enter__(self):
         sys.stderr.flush()
         self.saved = os.dup(2)
+        self.out = os.dup(self.saved)  # the thread's own copy: it outlives `saved`
         read, write = os.pipe()
         os.dup2(write, 2)
         os.close(write)
@@ -72,7 +73,7 @@ class _QuietStderr:
 
     def _pump(self, fd):
         skipping = False
-        with os.fdopen(fd, "rb") as pipe, os.fdopen(os.dup(self.saved), "wb", buffering=0) as out:
+        with os.fdopen(fd, "rb") as pipe, os.fdopen(self.out, "wb", buffering=0) as out:
             for line in pipe:
                 text = line.decode("utf-8", "replace")
                 if _NOISE.search(text):

@@ -51,9 +51,11 @@ def _remove(path: str) -> None:
 
 
 def run_plan(plan: Plan, paths: Sequence[str], output: str, config: dict, *, force: bool = False,
-             executor: Callable | None = None, progress: bool = True, extra: dict | None = None) -> dict | None:
+             executor: Callable | None = None, progress: bool = True, extra: dict | None = None,
+             close: Callable | None = None) -> dict | None:
     """Run a plan job; returns its stats, or None when OUTPUT already holds this run (same inputs and config).
-    `executor(plan, paths, work)` runs every task (default: in this process)."""
+    `executor(plan, paths, work)` runs every task (default: in this process); `close(results)` writes
+    what the job writes besides shards (a manifest) and returns (stats extra, file names)."""
     fingerprint = input_fingerprint(list(paths), {"job": plan.job, **config})
     if not force and is_complete(output, fingerprint):
         return None
@@ -61,9 +63,13 @@ def run_plan(plan: Plan, paths: Sequence[str], output: str, config: dict, *, for
     with Progress(plan, work, len(paths), enabled=progress):
         (executor or run_local)(plan, list(paths), work)
     results = [FileResult(**work.load(phase.name, f"{i:06d}")) for phase in plan.file_phases for i in range(len(paths))]
-    barriers = {name: work.load("barrier", name) for name in plan.barrier_names()}
-    more = {k: v for b in barriers.values() if b for k, v in b.get("extra", {}).items()}
+    more = {k: v for name in plan.barrier_names() for k, v in work.load("barrier", name)["extra"].items()}
+    if close is not None:
+        more_extra, more_files = close(results)
+        more.update(more_extra)
     stats, dead, files = job_stats(plan, results, fingerprint=fingerprint, config=config, **(extra or {}), **more)
+    if close is not None:
+        files = sorted(set(files) | set(more_files))
     finalize(output, stats, files, dead)
     _remove(work.root.rsplit("/", 1)[0])
     return stats.to_dict()

@@ -123,8 +123,39 @@ class Barrier:
         return {}
 
 
-def save_barrier_result(barrier: Barrier, work: Work, result) -> None:
-    work.save("barrier", barrier.name, {"extra": barrier.extra(result)})
+# A barrier's state lives in the work folder, not in the executor: the executor only orders the
+# steps. So a runner that delivers an element twice (or re-runs a task) cannot change the result.
+
+def start_barrier(barrier: Barrier, phase: FilePhase, files: int, work: Work) -> list:
+    """Reduce the summaries of the phase before (from its markers); save and return the work items."""
+    summaries = [work.load(phase.name, f"{i:06d}")["summary"] for i in range(files)]
+    reduced = barrier.merge([barrier.add(barrier.create(), s) for s in summaries])
+    items = barrier.items(reduced)
+    work.save("reduced", barrier.name, {"reduced": reduced, "items": items})
+    return list(enumerate(items))
+
+
+def run_barrier_item(barrier: Barrier, index: int, item, work: Work) -> dict:
+    name = f"{index:06d}"
+    done = work.load(barrier.name, name)
+    if done is not None:
+        return done
+    out = barrier.run_item(item, work, work.load("reduced", barrier.name)["reduced"])
+    work.save(barrier.name, name, out)
+    return out
+
+
+def finish_barrier(barrier: Barrier, work: Work) -> None:
+    state = work.load("reduced", barrier.name)
+    outs = [work.load(barrier.name, f"{k:06d}") for k in range(len(state["items"]))]
+    result = barrier.result(state["reduced"], outs)
+    work.save("barrier", barrier.name, {"result": result, "extra": barrier.extra(result)})
+
+
+def barrier_result(plan: "Plan", phase: FilePhase, work: Work):
+    """The result of the barrier before `phase` (None for the first phase)."""
+    before = plan.barrier_before(phase)
+    return None if before is None else work.load("barrier", before.name)["result"]
 
 
 def run_file_task(phase: FilePhase, file_index: int, path: str, work: Work, barrier: Any) -> FileResult:
@@ -148,16 +179,6 @@ class TaskError(RuntimeError):
     """A file's task failed; the message names the file and the error."""
 
 
-def run_barrier_item(barrier: Barrier, index: int, item, work: Work, reduced: dict) -> dict:
-    name = f"{index:06d}"
-    done = work.load(barrier.name, name)
-    if done is not None:
-        return done
-    out = barrier.run_item(item, work, reduced)
-    work.save(barrier.name, name, out)
-    return out
-
-
 @dataclasses.dataclass
 class Plan:
     job: str
@@ -172,6 +193,10 @@ class Plan:
     def file_phases(self) -> list[FilePhase]:
         return [s for s in self.steps if isinstance(s, FilePhase)]
 
+    def barrier_before(self, phase: FilePhase) -> Barrier | None:
+        i = self.steps.index(phase)
+        return self.steps[i - 1] if i else None
+
     def barrier_names(self) -> list[str]:
         return [s.name for s in self.steps if isinstance(s, Barrier)]
 
@@ -179,22 +204,19 @@ class Plan:
         return [name for phase in self.file_phases for name in phase.stages()]
 
 
-def run_local(plan: Plan, paths: Sequence[str], work: Work) -> list[FileResult]:
-    """Run a plan in this process; returns every file result of every phase."""
-    results: list[FileResult] = []
-    barrier_result = None
-    summaries: list[dict] = []
+def run_local(plan: Plan, paths: Sequence[str], work: Work) -> None:
+    """Run a plan in this process."""
+    previous = None
     for step in plan.steps:
         if isinstance(step, FilePhase):
-            phase_results = [run_file_task(step, i, p, work, barrier_result) for i, p in enumerate(paths)]
-            results += phase_results
-            summaries = [r.summary for r in phase_results]
+            result = barrier_result(plan, step, work)
+            for i, p in enumerate(paths):
+                run_file_task(step, i, p, work, result)
+            previous = step
         else:
-            reduced = step.merge([step.add(step.create(), s) for s in summaries])
-            outs = [run_barrier_item(step, k, item, work, reduced) for k, item in enumerate(step.items(reduced))]
-            barrier_result = step.result(reduced, outs)
-            save_barrier_result(step, work, barrier_result)
-    return results
+            for k, item in start_barrier(step, previous, len(paths), work):
+                run_barrier_item(step, k, item, work)
+            finish_barrier(step, work)
 
 
 def job_stats(plan: Plan, results: Iterable[FileResult], **extra) -> tuple[JobStats, list[dict], list[str]]:
