@@ -4,7 +4,7 @@ Inputs are made from the bundled sample only: a real ccnet run over data/sample/
 from data/sample/wikipedia/summaries-en.jsonl.gz, and token shards written here in the layout of
 docs/token-shards.md (byte-level tokens of those real texts: token = byte + 3, BOS 1, EOS 2).
 The independent counts read rows as Python objects and count with plain Python (no pyarrow.compute,
-no numpy), so they share no code with `pipeline/shard_stats.py`.
+no numpy), so they share no code with `reporting/shard_stats.py`.
 """
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs.stats import compute_report
-from pipeline import shard_stats
+from reporting.command import compute_report
+from reporting import shard_stats
 from pipeline.cli import main as cli_main
 from pipeline.schema import document_id, to_document_table
-from pipeline.stats_report import render_terminal
+from reporting.render import render_terminal
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_WARCS = os.path.join(REPO, "data", "sample", "commoncrawl", "*.warc.gz")
