@@ -269,8 +269,8 @@ def _save(fig, path: str) -> None:
 
 def plot_funnel(folder: dict, path: str) -> bool:
     f = folder.get("funnel")
-    if not f or not f["stages"]:
-        return False
+    if not f or not f["stages"] or not any(s["dropped"] for s in f["stages"]):
+        return False  # nothing dropped: the table's "read = kept" says it all
     plt = _plt()
     stages = f["stages"]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(stages) + 1.2))
@@ -284,7 +284,7 @@ def plot_funnel(folder: dict, path: str) -> bool:
     ax.set_xlabel("documents")
     ax.set_xlim(0, max(k + d for k, d in zip(kept, dropped)) * 1.3 or 1)
     ax.set_title(f"{folder['job']}: documents per stage")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside the bars and their labels
     _save(fig, path)
     plt.close(fig)
     return True
@@ -430,7 +430,7 @@ _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1100px; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th.text, td.text { text-align: left; }
 caption { text-align: left; font-weight: bold; padding: 0.3em 0; }
 .problem { color: #b00; } .warning { color: #a60; }
 section { border-top: 2px solid #ddd; margin-top: 1.5em; } #overview { border-top: 3px solid #4c72b0; }
@@ -444,9 +444,14 @@ def _slug(text: str) -> str:
 
 def _html_table(title: str, header: list[str], rows: list[list[str]]) -> str:
     e = html.escape
-    out = [f"<table><caption>{e(title)}</caption><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>"]
+    left = [i == 0 or h in LEFT_COLUMNS for i, h in enumerate(header)]  # text columns; numbers align right
+
+    def cell(tag: str, i: int, text: str) -> str:
+        return f"<{tag} class=\"text\">{e(text)}</{tag}>" if left[i] else f"<{tag}>{e(text)}</{tag}>"
+
+    out = [f"<table><caption>{e(title)}</caption><thead><tr>" + "".join(cell("th", i, h) for i, h in enumerate(header)) + "</tr></thead><tbody>"]
     for row in rows:
-        out.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>")
+        out.append("<tr>" + "".join(cell("td", i, str(c)) for i, c in enumerate(row)) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
 
@@ -487,15 +492,17 @@ def write_html(report: dict, out_dir: str) -> str:
     e = html.escape
     body = [f"<h1>corpusmill stats</h1><p>{e(report['path'])} ({e(report['kind'])})</p>"]
     written: set[str] = set()
+    in_overview = set()
     if report.get("kind") == "run":
         body += _html_overview(report, out_dir, written)
+        in_overview = {"mix", "training"}  # drawn once, at the top
     for i, folder in enumerate(folders_of(report), 1):
         body.append(f"<section class=\"job\" id=\"job-{_slug(folder['name'])}\">")
         body.append(f"<h2>{e(folder['job'])} <small>{e(folder['path'])} ({e(folder['kind'])})</small></h2>")
         body += _html_notes(folder)
         for key, title, plot in PLOTS:
             name = f"{i:02d}-{_slug(folder['name'])}-{key}.png"
-            if plot(folder, os.path.join(out_dir, name)):
+            if key not in in_overview and plot(folder, os.path.join(out_dir, name)):
                 written.add(name)
                 body.append(f"<h3>{e(title)}</h3><img src=\"{e(name)}\" alt=\"{e(folder['job'] + ': ' + title)}\">")
         for title, table in _tables(folder):

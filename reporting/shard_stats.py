@@ -385,6 +385,8 @@ def job_rank(target: Target) -> int:
         return 1
     if job in SOURCES:
         return 2 + SOURCES.index(job)
+    if target.kind == "tokens":
+        job = "tokenize"  # per-source token shards, whoever wrote them
     order = ["tokenize", "train-tokenizer", "train"]
     return 2 + len(SOURCES) + (order.index(job) if job in order else len(order))
 
