@@ -3,15 +3,16 @@
 An output is one of
   - a document-shard folder (`*.parquet` in `pipeline/schema.py`'s schema, usually with `stats.json`),
   - a token-shard folder (`manifest.json` + Megatron `.bin`/`.idx` [+ `.src`], see docs/token-shards.md),
-  - a run folder: a folder whose subfolders are job outputs (runs/demo/ccnet, runs/demo/mix, ...).
+  - a trainer run folder (`metrics.jsonl`, see `reporting/training.py`), a job output without shards,
+  - a run folder: a folder whose subfolders are job outputs (runs/demo/ccnet, runs/demo/mix, ...),
+    ordered by `job_rank` (the web pipeline, the mix, the sources, ... not alphabetically).
 
 `discover(path)` finds the folders and their shards; `summarise_shard(target, shard)` reads one shard
 once (Parquet row group by row group, only the columns needed; for token shards only the `.idx` and
 `.src`, memory-mapped) into a `ShardResult`; `FolderAccumulator` merges shard results; and
 `folder_report` turns a merged accumulator plus the folder's `stats.json` / `manifest.json` into the
 report dict that `reporting/render.py` renders (rich tables, JSON, HTML); a run folder's report opens
-with `reporting/overview.py`'s view of the whole run. A trainer run folder (its `metrics.jsonl`, see
-`reporting/training.py`) is a job output without shards.
+with `reporting/overview.py`'s view of the whole run.
 
 Merging is exact and order-independent, so a Beam run over any number of workers gives the same
 report as the in-process loop: counts and histograms are integer sums, score sums are kept in integer

@@ -586,3 +586,22 @@ def test_html_report_starts_with_the_run_and_leaves_out_empty_plots(full_run, tm
     for s in sections:
         for img in s["images"]:
             assert (out / img).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_trainer_metrics_a_resumed_step_replaces_the_earlier_and_a_torn_line_is_named(full_run, tmp_path, capsys):
+    run, _, _ = full_run
+    train = tmp_path / "train"
+    shutil.copytree(run / "train", train)
+    lines = (train / "metrics.jsonl").read_text().splitlines()
+    # A resumed run logs step 5 again (appended), then is killed mid-line.
+    with open(train / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 5, "loss": 1.25, "lr": 1e-3, "grad_norm": 0.5, "tokens_per_s": 100.0, "memory_gib": 0.1}) + "\n")
+        f.write('{"step": 6, "lo')
+    report = compute_report(str(train), use_beam=False)
+    assert report["kind"] == "train"
+    assert [os.path.basename(p["file"]) for p in report["problems"]] == ["metrics.jsonl"]
+    assert f"line {len(lines) + 2}:" in report["problems"][0]["error"]
+    loss = dict(report["training"]["loss"])
+    assert sorted(loss) == list(range(1, TRAIN_STEPS + 1)) and loss[5] == 1.25
+    assert cli_main(["stats", str(train)]) == 1
+    assert "metrics.jsonl" in capsys.readouterr().err
