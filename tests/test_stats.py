@@ -421,7 +421,9 @@ def test_tokens_of_document_shards_with_a_tokenizer(ccnet_dir, lm_dir, tmp_path)
 
 
 GITHUB_DOCS = os.path.join(REPO, "tests", "data", "tokenizer", "github.jsonl.gz")
-MIX_SHARES = "commoncrawl=80,wikipedia=10,github=10"
+MIX_SHARES = "commoncrawl=60,wikipedia=35,github=5"
+MIX_TARGETS = {"commoncrawl": 0.60, "wikipedia": 0.35, "github": 0.05}
+MIX_TOKENS = 2_000_000
 
 
 def github_rows() -> list[dict]:
@@ -456,7 +458,7 @@ TRAIN_STEPS, EVAL_INTERVAL = 6, 3
 @pytest.fixture(scope="session")
 def full_run(ccnet_dir, wiki_dir, tmp_path_factory):
     """A run folder of real job outputs: ccnet, wikipedia and github documents, their token shards,
-    a real `corpusmill mix` (commoncrawl repeated about 4 times), and a real `corpusmill train`."""
+    a real `corpusmill mix` (wikipedia repeated about 4.6 times), and a real `corpusmill train`."""
     from pipeline.accounting import JobStats, StageStats
 
     run = tmp_path_factory.mktemp("fullrun")
@@ -472,9 +474,10 @@ def full_run(ccnet_dir, wiki_dir, tmp_path_factory):
         "wikipedia": [r["text"] for r in wiki_rows()],
     }
     sizes = byte_token_folder(run / "tokens", texts)
-    # 4 epochs of commoncrawl at 80 %: the mix must say it repeats commoncrawl; the others stay below 2.5.
-    total = int(4 * sizes["commoncrawl"] / 0.8)
-    assert 0.1 * total / sizes["wikipedia"] < 2.2 and 0.1 * total / sizes["github"] < 2.2
+    # Planned epochs = share x tokens / source size: wikipedia's are well past 2.5, the others' well below.
+    total = MIX_TOKENS
+    epochs = {s: MIX_TARGETS[s] * total / sizes[s] for s in MIX_TARGETS}
+    assert epochs["wikipedia"] > 3 and epochs["commoncrawl"] < 2 and epochs["github"] < 2, epochs
     with contextlib.redirect_stdout(io.StringIO()):
         assert cli_main(["mix", "--input", str(run / "tokens"), "--output", str(run / "mix"), "--tokens", str(total),
                          "--shares", MIX_SHARES, "--tolerance", "0.02", "--direct_num_workers=1"]) == 0  # fmt: skip
@@ -515,11 +518,11 @@ def test_run_report_opens_with_every_jobs_funnel_the_sources_and_the_trainer(ful
         assert r["tokens"] == sizes[s]  # bytes + BOS/EOS of every document
         assert r["mix_tokens"] == mix["sources"][s]["tokens"]
         assert r["achieved"] == pytest.approx(mix["sources"][s]["tokens"] / mix["total"]["tokens"])
-        assert r["target"] == pytest.approx({"commoncrawl": 0.8, "github": 0.1, "wikipedia": 0.1}[s])
+        assert r["target"] == pytest.approx(MIX_TARGETS[s])
         assert r["epochs"] == pytest.approx(r["mix_tokens"] / sizes[s])
-    assert by_source["commoncrawl"]["epochs"] == pytest.approx(4, abs=0.1)
-    assert [(s, r["repeated"]) for s, r in by_source.items()] == [("commoncrawl", True), ("github", False), ("wikipedia", False)]
-    assert [w["source"] for w in overview["repeats"]] == ["commoncrawl"]
+        assert r["epochs"] == pytest.approx(MIX_TARGETS[s] * total / sizes[s], rel=0.05)  # whole documents: close to the plan
+    assert [(s, r["repeated"]) for s, r in by_source.items()] == [("commoncrawl", False), ("github", False), ("wikipedia", True)]
+    assert [w["source"] for w in overview["repeats"]] == ["wikipedia"]
 
     # The trainer's curves: one training point per step, validation every EVAL_INTERVAL steps (and at the end).
     (train,) = overview["training"]
@@ -562,7 +565,7 @@ def test_html_report_starts_with_the_run_and_leaves_out_empty_plots(full_run, tm
     assert cli_main(["stats", str(run), "--html", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.index("the run at a glance") < printed.index("Funnel (stats.json)")  # the terminal too
-    assert "repeated data: commoncrawl is repeated" in printed
+    assert "repeated data: wikipedia is repeated" in printed
     page = (out / "index.html").read_text(encoding="utf-8")
     parser = _Sections()
     parser.feed(page)
@@ -570,7 +573,7 @@ def test_html_report_starts_with_the_run_and_leaves_out_empty_plots(full_run, tm
     assert sections[0]["id"] == "overview" and sections[0]["h2"] == "The run at a glance"
     assert sections[0]["captions"][:2] == ["Every job's funnel (stats.json)", "Tokens per source and the mix against its target"]
     assert sections[0]["images"] == ["00-run-mix-mix.png", "00-run-train-training.png"]
-    assert "repeated data:</b> commoncrawl is repeated" in page.split("</section>")[0]
+    assert "repeated data:</b> wikipedia is repeated" in page.split("</section>")[0]
     assert [s["h2"] for s in sections[1:]] == ["ccnet", "mix", "github", "wikipedia", "tokens", "train"]
     jobs = {s["h2"]: s for s in sections[1:]}
     # ccnet has many languages; github has no language field, wikipedia one language: no histogram for them.
