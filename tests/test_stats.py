@@ -481,11 +481,16 @@ def full_run(ccnet_dir, wiki_dir, tmp_path_factory):
     with contextlib.redirect_stdout(io.StringIO()):
         assert cli_main(["mix", "--input", str(run / "tokens"), "--output", str(run / "mix"), "--tokens", str(total),
                          "--shares", MIX_SHARES, "--tolerance", "0.02", "--direct_num_workers=1"]) == 0  # fmt: skip
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a tiny model gains nothing from intra-op threads (see tests/conftest.py torch_one_thread)
         assert cli_main(["train", "--config", os.path.join(REPO, "configs", "train", "tiny.yaml"), "--data", str(run / "mix" / "manifest.json"),
                          "--output", str(run / "train"), "--max-steps", str(TRAIN_STEPS), "--device", "cpu",
                          "--set", "data.seq_len=64", "--set", "data.val_tokens=2048", "--set", "training.batch_tokens=512",
                          "--set", "training.micro_batch_size=8", "--set", "logging.interval=1", "--set", f"logging.eval_interval={EVAL_INTERVAL}",
                          "--set", "logging.eval_batches=2", "--set", "logging.tensorboard=false", "--set", "checkpoint.interval=0"]) == 0  # fmt: skip
+        torch.set_num_threads(threads)
     return run, sizes, total
 
 
