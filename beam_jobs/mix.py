@@ -8,11 +8,14 @@ function of the plan, and the manifest last.
 Graph:
     plan (driver) -> shards [(source, document) arrays] -> WriteMixedShard -> mixed-NNNNN.{bin,idx,src}
         -> Finalize: manifest.json (docs/token-shards.md) + stats.json
+
+A source planned for more than `--max-epochs` epochs (default 2.5, just above LLaMA's largest, 2.45
+for Wikipedia) is repeated that many times in the stream: the summary says so and manifest.json
+lists it under "warnings" (the statistics report shows them too).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -21,14 +24,15 @@ import numpy as np
 
 from beam_jobs.common import pipeline_options
 from pipeline.accounting import JobStats, StageStats
-from pipeline.runs import InputError, atomic_write_bytes, finalize, input_fingerprint, is_complete
+from pipeline.runs import InputError, finalize, input_fingerprint, is_complete
 from pipeline.schema import SOURCES
 from tokenizer import spm as spm_lib
 from tokenizer.inputs import parse_shares, target_shares
-from tokenizer.mix import SourceDocuments, achieved_shares, check_shares, plan_mix, shuffle_and_shard, write_mixed_shard
+from tokenizer.megatron import DTYPE_NAME, FORMAT, MANIFEST_FILE, SHARD_EXTS, read_manifest, write_manifest
+from tokenizer.mix import (DEFAULT_MAX_EPOCHS, SourceDocuments, achieved_shares, check_shares, plan_mix, repeat_warnings,
+                           shuffle_and_shard, write_mixed_shard)
 
 STAGE = "mix"
-SHARD_EXTS = (".bin", ".idx", ".src")
 
 
 def mixed_prefix(index: int) -> str:
@@ -36,13 +40,9 @@ def mixed_prefix(index: int) -> str:
 
 
 def read_token_manifest(folder: str) -> dict:
-    path = os.path.join(folder, "manifest.json")
-    if not os.path.isfile(path):
-        raise InputError(f"{folder}: no manifest.json (run corpusmill tokenize into it first)")
-    manifest = json.load(open(path))
-    if manifest.get("format") != "megatron-mmidx-v1" or manifest.get("dtype") != "uint16":
-        raise InputError(f"{path}: format {manifest.get('format')!r} dtype {manifest.get('dtype')!r}, expected megatron-mmidx-v1 uint16")
-    return manifest
+    if not os.path.isfile(os.path.join(folder, MANIFEST_FILE)):
+        raise InputError(f"{folder}: no {MANIFEST_FILE} (run corpusmill tokenize into it first)")
+    return read_manifest(folder)
 
 
 def source_prefixes(folder: str, manifest: dict) -> dict[str, list[str]]:
@@ -87,8 +87,8 @@ class FinalizeMix(beam.DoFn):
             stem, ext = os.path.splitext(name)
             if ext in SHARD_EXTS and stem.startswith("mixed-") and stem not in keep:
                 os.remove(os.path.join(self.output, name))
-        atomic_write_bytes(os.path.join(self.output, "manifest.json"), (json.dumps(manifest, indent=2) + "\n").encode())
-        files = ["manifest.json"] + [s["prefix"] + ext for s in shards for ext in SHARD_EXTS]
+        write_manifest(self.output, manifest)
+        files = [MANIFEST_FILE] + [s["prefix"] + ext for s in shards for ext in SHARD_EXTS]
         finalize(self.output, self.stats, files, [])
         yield manifest
 
@@ -119,6 +119,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=float, default=0.005, help="largest |achieved - target| share allowed (default: 0.005 = 0.5 pp)")
     parser.add_argument("--seed", type=int, default=2023)
     parser.add_argument("--shard-tokens", type=int, default=1 << 28, help="tokens per mixed shard, at most (one document may pass it) (default: %(default)s)")
+    parser.add_argument("--max-epochs", type=float, default=DEFAULT_MAX_EPOCHS,
+                        help="warn when a source is repeated more than this many epochs (default: %(default)s; LLaMA's largest was 2.45)")
     parser.add_argument("--tokenizer", default=None, help="check that the input was tokenized with this model")
     parser.add_argument("--force", action="store_true", help="rerun even if OUTPUT holds a complete run of the same inputs and config")
 
@@ -127,11 +129,14 @@ def run(args, beam_args: list[str]) -> int:
     manifest, prefixes, targets, lengths, plans, shards, total = plan(
         args.input, args.shares, args.renormalize, args.tokens, args.seed, args.tolerance, args.shard_tokens, args.tokenizer
     )
-    settings = {"tokens": total, "targets": targets, "seed": args.seed, "tolerance": args.tolerance, "shard_tokens": args.shard_tokens}
+    settings = {"tokens": total, "targets": targets, "seed": args.seed, "tolerance": args.tolerance, "shard_tokens": args.shard_tokens,
+                "max_epochs": args.max_epochs}
     inputs = [p + ext for ps in prefixes.values() for p in ps for ext in (".bin", ".idx")]
     fingerprint = input_fingerprint(inputs, settings)
     if not args.force and is_complete(args.output, fingerprint):
         print(f"{args.output}: up to date (same inputs and config); --force reruns")
+        for w in read_manifest(args.output).get("warnings", []):
+            print(f"  warning: {w['message']}")
         return 0
     shares = achieved_shares(plans)
     stage = StageStats(STAGE)
@@ -141,9 +146,10 @@ def run(args, beam_args: list[str]) -> int:
         stage.docs_out += distinct
         stage.drop("not_sampled", p.available_documents - distinct)
         stage.notes["repeated_documents"] += len(p.documents) - distinct
+    warnings = repeat_warnings(plans, args.max_epochs)
     base = {
-        "format": "megatron-mmidx-v1",
-        "dtype": "uint16",
+        "format": FORMAT,
+        "dtype": DTYPE_NAME,
         "tokenizer": manifest["tokenizer"],
         "source_names": list(SOURCES),
         "sources": {
@@ -162,6 +168,8 @@ def run(args, beam_args: list[str]) -> int:
         "seed": args.seed,
         "input": os.path.abspath(args.input),
         "planned_total": {"documents": int(sum(len(p.documents) for p in plans.values())), "tokens": int(sum(p.tokens for p in plans.values()))},
+        "max_epochs": args.max_epochs,
+        "warnings": warnings,
     }
     job = JobStats("mix", [stage], {"fingerprint": fingerprint, "config": settings, "sources": base["sources"]})
     os.makedirs(args.output, exist_ok=True)
@@ -174,8 +182,10 @@ def run(args, beam_args: list[str]) -> int:
             | "WriteMixedShard" >> beam.ParDo(WriteMixedShard(args.output, prefixes))
         )
         _ = p | "CloseRun" >> beam.Create([None]) | "Finalize" >> beam.ParDo(FinalizeMix(args.output, base, job), beam.pvalue.AsList(written))
-    out = json.load(open(os.path.join(args.output, "manifest.json")))
+    out = read_manifest(args.output)
     print(f"mix: {out['total']['tokens']} tokens, {out['total']['documents']} documents in {len(out['shards'])} shard(s) -> {args.output} ({time.time() - started:.1f} s)")
     for name, s in out["sources"].items():
         print(f"  {name:<14} {s['tokens']:>12} tokens {s['share']:7.2%} (target {s['target']:.2%}), epochs {s['epochs']:.2f}")
+    for w in out["warnings"]:
+        print(f"  warning: {w['message']}")
     return 0

@@ -34,10 +34,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
 
-    from beam_jobs.stats import compute_report
+    from reporting.command import compute_report
     from pipeline.cli import main as cli_main
     from pipeline.runs import shard_name, write_parquet
-    from pipeline.shard_stats import discover, summarise_folder
+    from reporting.shard_stats import discover, summarise_folder
 
     ccnet = os.path.join(args.work, "ccnet")
     if not os.path.isfile(os.path.join(ccnet, "stats.json")):

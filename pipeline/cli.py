@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-tokenizer": ("beam_jobs.tokenizer", "sample the curated sources in the mix's proportions and train the LLaMA-spec SentencePiece BPE tokenizer"),
     "tokenize": ("beam_jobs.tokenize", "documents -> token shards (Megatron .bin/.idx) per source, with manifest.json"),
     "mix": ("beam_jobs.mix", "token shards -> the shuffled training stream in the target shares (67/15/4.5/4.5/4.5/2.5/2 %)"),
-    "stats": ("beam_jobs.stats", "statistics of any job output or run folder: funnel, sources, shards, languages, perplexity, quality, mix (--json, --html DIR)"),
+    "stats": ("reporting.command", "statistics of any job output or run folder: funnel, sources, shards, languages, perplexity, quality, mix (--json, --html DIR)"),
     "train": ("model.train", "train the bundled LLaMA model on mixed token shards"),
     "export-hf": ("model.export_hf", "export a training checkpoint to the Hugging Face Llama format (config + safetensors)"),
 }

@@ -4,7 +4,7 @@ Inputs are made from the bundled sample only: a real ccnet run over data/sample/
 from data/sample/wikipedia/summaries-en.jsonl.gz, and token shards written here in the layout of
 docs/token-shards.md (byte-level tokens of those real texts: token = byte + 3, BOS 1, EOS 2).
 The independent counts read rows as Python objects and count with plain Python (no pyarrow.compute,
-no numpy), so they share no code with `pipeline/shard_stats.py`.
+no numpy), so they share no code with `reporting/shard_stats.py`.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import contextlib
 import gzip
 import io
 import json
+import math
 import os
 import shutil
 import struct
@@ -23,11 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from beam_jobs.stats import compute_report
-from pipeline import shard_stats
+from reporting.command import compute_report
+from reporting import shard_stats
 from pipeline.cli import main as cli_main
 from pipeline.schema import document_id, to_document_table
-from pipeline.stats_report import render_terminal
+from reporting.render import render_terminal
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_WARCS = os.path.join(REPO, "data", "sample", "commoncrawl", "*.warc.gz")
@@ -369,7 +370,8 @@ def test_run_folder_html_report(ccnet_dir, quality_dir, wiki_dir, mix_dir, tmp_p
     assert kinds == {"funnel.png", "languages.png", "perplexity.png", "quality.png", "mix.png", "lengths.png"}
     assert sorted(os.listdir(out)) == sorted(sources + ["index.html"])
     report = compute_report(str(run), use_beam=False)
-    assert [j["name"] for j in report["jobs"]] == ["ccnet", "mix", "quality", "wikipedia"]
+    # Most important first: the web pipeline, the mix, the sources (wikipedia by its folder name), the rest.
+    assert [j["name"] for j in report["jobs"]] == ["ccnet", "mix", "wikipedia", "quality"]
 
 
 def img_alt(checker, src):
@@ -412,3 +414,202 @@ def test_tokens_of_document_shards_with_a_tokenizer(ccnet_dir, lm_dir, tmp_path)
     assert {s["name"]: s["tokens"] for s in report["shards"]} == expected
     assert report["total"]["tokens"] == sum(expected.values()) > 0
     assert compute_report(ccnet_dir, use_beam=False)["total"]["tokens"] is None  # no tokenizer known
+
+
+# ---------------------------------------------------------------------------------------------------
+# A whole run: the report opens with the run at a glance
+
+
+GITHUB_DOCS = os.path.join(REPO, "tests", "data", "tokenizer", "github.jsonl.gz")
+MIX_SHARES = "commoncrawl=60,wikipedia=35,github=5"
+MIX_TARGETS = {"commoncrawl": 0.60, "wikipedia": 0.35, "github": 0.05}
+MIX_TOKENS = 2_000_000
+
+
+def github_rows() -> list[dict]:
+    """Real GitHub files (tests/data/tokenizer/README.md): a source without a language field."""
+    with gzip.open(GITHUB_DOCS, "rt", encoding="utf-8") as f:
+        recs = [json.loads(line) for line in f]
+    return [{"id": document_id("github", r["native_id"]), "source": "github", "url": r["url"], "text": r["text"]} for r in recs if r["text"]]
+
+
+def byte_token_folder(folder, texts_by_source: dict[str, list[str]]) -> dict[str, int]:
+    """Per-source token shards as `corpusmill tokenize` lays them out (shards named by source, no targets)."""
+    os.makedirs(folder, exist_ok=True)
+    shards, sources = [], {}
+    for name, texts in texts_by_source.items():
+        shard = write_token_shard(folder, f"{name}-00000", [byte_tokens(t) for t in texts], [SOURCE_NAMES.index(name)] * len(texts))
+        shards.append({**shard, "source": name})
+        sources[name] = {"documents": shard["documents"], "tokens": shard["tokens"], "epochs": 1.0, "share": 0.0, "target": None}
+    manifest = {
+        "format": "megatron-mmidx-v1", "dtype": "uint16",
+        "tokenizer": {"path": "bytes+3", "sha256": "", "vocab_size": 259, "bos_id": 1, "eos_id": 2},
+        "source_names": SOURCE_NAMES, "shards": shards, "sources": sources,
+        "total": {"documents": sum(s["documents"] for s in shards), "tokens": sum(s["tokens"] for s in shards)},
+    }  # fmt: skip
+    with open(os.path.join(folder, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    return {name: s["tokens"] for name, s in sources.items()}
+
+
+TRAIN_STEPS, EVAL_INTERVAL = 6, 3
+
+
+@pytest.fixture(scope="session")
+def full_run(ccnet_dir, wiki_dir, tmp_path_factory):
+    """A run folder of real job outputs: ccnet, wikipedia and github documents, their token shards,
+    a real `corpusmill mix` (wikipedia repeated about 4.6 times), and a real `corpusmill train`."""
+    from pipeline.accounting import JobStats, StageStats
+
+    run = tmp_path_factory.mktemp("fullrun")
+    shutil.copytree(ccnet_dir, run / "ccnet")
+    shutil.copytree(wiki_dir, run / "wikipedia")
+    gh = github_rows()
+    (run / "github").mkdir()
+    pq.write_table(to_document_table(pa.Table.from_pylist(gh)), run / "github" / "part-00000.parquet")
+    (run / "github" / "stats.json").write_text(JobStats("github", [StageStats("read", docs_in=len(gh), docs_out=len(gh))]).to_json())
+    texts = {
+        "commoncrawl": [r["text"] for part in plain_rows(ccnet_dir).values() for r in part],
+        "github": [r["text"] for r in gh],
+        "wikipedia": [r["text"] for r in wiki_rows()],
+    }
+    sizes = byte_token_folder(run / "tokens", texts)
+    # Planned epochs = share x tokens / source size: wikipedia's are well past 2.5, the others' well below.
+    total = MIX_TOKENS
+    epochs = {s: MIX_TARGETS[s] * total / sizes[s] for s in MIX_TARGETS}
+    assert epochs["wikipedia"] > 3 and epochs["commoncrawl"] < 2 and epochs["github"] < 2, epochs
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli_main(["mix", "--input", str(run / "tokens"), "--output", str(run / "mix"), "--tokens", str(total),
+                         "--shares", MIX_SHARES, "--tolerance", "0.02", "--direct_num_workers=1"]) == 0  # fmt: skip
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a tiny model gains nothing from intra-op threads (see tests/conftest.py torch_one_thread)
+        assert cli_main(["train", "--config", os.path.join(REPO, "configs", "train", "tiny.yaml"), "--data", str(run / "mix" / "manifest.json"),
+                         "--output", str(run / "train"), "--max-steps", str(TRAIN_STEPS), "--device", "cpu",
+                         "--set", "data.seq_len=64", "--set", "data.val_tokens=2048", "--set", "training.batch_tokens=512",
+                         "--set", "training.micro_batch_size=8", "--set", "logging.interval=1", "--set", f"logging.eval_interval={EVAL_INTERVAL}",
+                         "--set", "logging.eval_batches=2", "--set", "logging.tensorboard=false", "--set", "checkpoint.interval=0"]) == 0  # fmt: skip
+        torch.set_num_threads(threads)
+    return run, sizes, total
+
+
+def test_run_report_opens_with_every_jobs_funnel_the_sources_and_the_trainer(full_run):
+    run, sizes, total = full_run
+    report = compute_report(str(run), use_beam=False)
+    assert report["problems"] == []
+    # Jobs, most important first (not alphabetical): web pipeline, mix, sources in the mix's order, token shards, trainer.
+    assert [j["name"] for j in report["jobs"]] == ["ccnet", "mix", "github", "wikipedia", "tokens", "train"]
+    overview = report["overview"]
+
+    # One funnel row per job with a stats.json, in the same order, read -> kept and the top drop reasons.
+    rows = overview["funnel"]
+    assert [r["name"] for r in rows] == ["ccnet", "mix", "github"]
+    for r in rows:
+        stats = json.load(open(run / r["name"] / "stats.json"))
+        assert (r["read"], r["kept"], r["dropped"]) == (stats["read"], stats["kept"], sum(stats["dropped"].values()))
+        assert r["read"] == r["kept"] + r["dropped"]
+        top = sorted(stats["dropped"].items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        assert r["top_dropped"] == [list(x) for x in top]
+    assert rows[0]["top_dropped"]  # ccnet drops something (the sample has duplicates and short pages)
+
+    # Tokens per source and the mix against its target.
+    mix = json.load(open(run / "mix" / "manifest.json"))
+    by_source = {r["source"]: r for r in overview["sources"]}
+    assert [r["source"] for r in overview["sources"]] == ["commoncrawl", "github", "wikipedia"]
+    kept = {"commoncrawl": sum(len(p) for p in plain_rows(run / "ccnet").values()), "github": len(github_rows()), "wikipedia": 300}
+    for s, r in by_source.items():
+        assert r["docs"] == kept[s]
+        assert r["tokens"] == sizes[s]  # bytes + BOS/EOS of every document
+        assert r["mix_tokens"] == mix["sources"][s]["tokens"]
+        assert r["achieved"] == pytest.approx(mix["sources"][s]["tokens"] / mix["total"]["tokens"])
+        assert r["target"] == pytest.approx(MIX_TARGETS[s])
+        assert r["epochs"] == pytest.approx(r["mix_tokens"] / sizes[s])
+        assert r["epochs"] == pytest.approx(MIX_TARGETS[s] * total / sizes[s], rel=0.05)  # whole documents: close to the plan
+    assert [(s, r["repeated"]) for s, r in by_source.items()] == [("commoncrawl", False), ("github", False), ("wikipedia", True)]
+    assert [w["source"] for w in overview["repeats"]] == ["wikipedia"]
+
+    # The trainer's curves: one training point per step, validation every EVAL_INTERVAL steps (and at the end).
+    (train,) = overview["training"]
+    assert [s for s, _ in train["loss"]] == list(range(1, TRAIN_STEPS + 1))
+    assert [s for s, _ in train["val_loss"]] == list(range(EVAL_INTERVAL, TRAIN_STEPS + 1, EVAL_INTERVAL))
+    assert train["summary"]["steps"] == TRAIN_STEPS and train["summary"]["tokens"] == TRAIN_STEPS * 512
+    assert all(math.isfinite(v) and v > 0 for _, v in train["loss"] + train["val_loss"])
+
+
+class _Sections(HTMLParser):
+    """The page's sections in order: (id, its h2 text, captions, image names)."""
+
+    def __init__(self):
+        super().__init__()
+        self.sections, self._in = [], None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.sections.append({"id": attrs.get("id"), "h2": "", "captions": [], "images": []})
+        elif tag in ("h2", "caption") and self.sections:
+            self._in = tag
+        elif tag == "img" and self.sections:
+            self.sections[-1]["images"].append(attrs["src"])
+
+    def handle_endtag(self, tag):
+        if tag == self._in:
+            self._in = None
+
+    def handle_data(self, data):
+        if self._in == "h2" and not self.sections[-1]["h2"]:
+            self.sections[-1]["h2"] = data.strip()
+        elif self._in == "caption":
+            self.sections[-1]["captions"].append(data.strip())
+
+
+def test_html_report_starts_with_the_run_and_leaves_out_empty_plots(full_run, tmp_path, capsys):
+    run, _, _ = full_run
+    out = tmp_path / "html"
+    assert cli_main(["stats", str(run), "--html", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.index("the run at a glance") < printed.index("Funnel (stats.json)")  # the terminal too
+    assert "repeated data: wikipedia is repeated" in printed
+    page = (out / "index.html").read_text(encoding="utf-8")
+    parser = _Sections()
+    parser.feed(page)
+    sections = parser.sections
+    assert sections[0]["id"] == "overview" and sections[0]["h2"] == "The run at a glance"
+    assert sections[0]["captions"][:2] == ["Every job's funnel (stats.json)", "Tokens per source and the mix against its target"]
+    assert sections[0]["images"] == ["00-run-mix-mix.png", "00-run-train-training.png"]
+    assert "repeated data:</b> wikipedia is repeated" in page.split("</section>")[0]
+    assert [s["h2"] for s in sections[1:]] == ["ccnet", "mix", "github", "wikipedia", "tokens", "train"]
+    jobs = {s["h2"]: s for s in sections[1:]}
+    # ccnet has many languages; github has no language field, wikipedia one language: no histogram for them.
+    assert any(i.endswith("-languages.png") for i in jobs["ccnet"]["images"]) and "Languages" in jobs["ccnet"]["captions"]
+    assert not any(i.endswith("-languages.png") for i in jobs["github"]["images"]) and "Languages" not in jobs["github"]["captions"]
+    assert not any(i.endswith("-languages.png") for i in jobs["wikipedia"]["images"])
+    # Unscored documents have no perplexity or quality plot, per-source shards without targets no mix plot.
+    assert [i.rsplit("-", 1)[1] for i in jobs["github"]["images"]] == ["lengths.png"]  # nothing dropped: no funnel plot either
+    assert [i.rsplit("-", 1)[1] for i in jobs["tokens"]["images"]] == ["lengths.png"]
+    # The curves and the mix plot are drawn once, at the top; the mix's funnel only if it left documents out.
+    mix_dropped = sum(json.load(open(run / "mix" / "stats.json"))["dropped"].values())
+    assert jobs["train"]["images"] == [] and jobs["mix"]["images"] == ["02-mix-funnel.png"] * (mix_dropped > 0) + ["02-mix-lengths.png"]
+    for s in sections:
+        for img in s["images"]:
+            assert (out / img).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_trainer_metrics_a_resumed_step_replaces_the_earlier_and_a_torn_line_is_named(full_run, tmp_path, capsys):
+    run, _, _ = full_run
+    train = tmp_path / "train"
+    shutil.copytree(run / "train", train)
+    lines = (train / "metrics.jsonl").read_text().splitlines()
+    # A resumed run logs step 5 again (appended), then is killed mid-line.
+    with open(train / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"step": 5, "loss": 1.25, "lr": 1e-3, "grad_norm": 0.5, "tokens_per_s": 100.0, "memory_gib": 0.1}) + "\n")
+        f.write('{"step": 6, "lo')
+    report = compute_report(str(train), use_beam=False)
+    assert report["kind"] == "train"
+    assert [os.path.basename(p["file"]) for p in report["problems"]] == ["metrics.jsonl"]
+    assert f"line {len(lines) + 2}:" in report["problems"][0]["error"]
+    loss = dict(report["training"]["loss"])
+    assert sorted(loss) == list(range(1, TRAIN_STEPS + 1)) and loss[5] == 1.25
+    assert cli_main(["stats", str(train)]) == 1
+    assert "metrics.jsonl" in capsys.readouterr().err

@@ -7,6 +7,10 @@ seeded random order: first the longest prefix of that order that stays within r,
 the same order, each document that brings the total closer to r (so the error is at most about half
 a document). Every choice is seeded per source, so the plan depends only on the inputs and the seed.
 The plan is then shuffled at document level (one global seeded permutation) and cut into shards.
+
+A source repeated many times is seen by the model many times: `repeat_warnings` names each source
+planned for more than `max_epochs` epochs. LLaMA's largest was Wikipedia's 2.45 (Table 1), so the
+default threshold, `DEFAULT_MAX_EPOCHS` = 2.5, lets the paper's own mix through without a warning.
 """
 from __future__ import annotations
 
@@ -16,6 +20,9 @@ import numpy as np
 
 from pipeline.schema import SOURCES
 from tokenizer.megatron import IndexedDataset, ShardWriter
+
+# LLaMA Table 1: Wikipedia 2.45 epochs, Books 2.23, every other source about one or fewer.
+DEFAULT_MAX_EPOCHS = 2.5
 
 
 @dataclasses.dataclass
@@ -92,6 +99,19 @@ def check_shares(plans: dict[str, SourcePlan], tolerance: float) -> None:
             f"whole documents cannot meet the target shares within ±{tolerance * 100:.2g} pp ({'; '.join(bad)}); "
             "use a larger --tokens, or a looser --tolerance"
         )
+
+
+def repeat_warnings(plans: dict[str, SourcePlan], max_epochs: float) -> list[dict]:
+    """One warning per source planned for more than `max_epochs` epochs (its data seen that many times)."""
+    out = []
+    for name, p in plans.items():
+        if p.epochs > max_epochs:
+            out.append({
+                "source": name, "epochs": p.epochs, "max_epochs": max_epochs,
+                "message": f"{name} is repeated {p.epochs:.1f} epochs (more than {max_epochs:g}): its "
+                           f"{p.available_tokens:,} tokens are seen {p.epochs:.1f} times to fill {p.target:.1%} of the stream",
+            })  # fmt: skip
+    return out
 
 
 def shuffle_and_shard(plans: dict[str, SourcePlan], lengths: dict[str, np.ndarray], source_index: dict[str, int],

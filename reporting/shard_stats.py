@@ -3,13 +3,16 @@
 An output is one of
   - a document-shard folder (`*.parquet` in `pipeline/schema.py`'s schema, usually with `stats.json`),
   - a token-shard folder (`manifest.json` + Megatron `.bin`/`.idx` [+ `.src`], see docs/token-shards.md),
-  - a run folder: a folder whose subfolders are job outputs (runs/demo/ccnet, runs/demo/mix, ...).
+  - a trainer run folder (`metrics.jsonl`, see `reporting/training.py`), a job output without shards,
+  - a run folder: a folder whose subfolders are job outputs (runs/demo/ccnet, runs/demo/mix, ...),
+    ordered by `job_rank` (the web pipeline, the mix, the sources, ... not alphabetically).
 
 `discover(path)` finds the folders and their shards; `summarise_shard(target, shard)` reads one shard
 once (Parquet row group by row group, only the columns needed; for token shards only the `.idx` and
 `.src`, memory-mapped) into a `ShardResult`; `FolderAccumulator` merges shard results; and
 `folder_report` turns a merged accumulator plus the folder's `stats.json` / `manifest.json` into the
-report dict that `pipeline/stats_report.py` renders (rich tables, JSON, HTML).
+report dict that `reporting/render.py` renders (rich tables, JSON, HTML); a run folder's report opens
+with `reporting/overview.py`'s view of the whole run.
 
 Merging is exact and order-independent, so a Beam run over any number of workers gives the same
 report as the in-process loop: counts and histograms are integer sums, score sums are kept in integer
@@ -37,9 +40,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.runs import STATS_FILE, TMP_PREFIX
-
-MANIFEST_FILE = "manifest.json"
-TOKEN_FORMAT = "megatron-mmidx-v1"
+from pipeline.schema import SOURCES
+from reporting import training
+from tokenizer.megatron import FORMAT as TOKEN_FORMAT
+from tokenizer.megatron import MANIFEST_FILE, IndexedDataset
 
 # Document length histogram: bin 0 holds empty documents, bin i >= 1 holds lengths in
 # [2**((i-1)/16), 2**(i/16)).
@@ -61,10 +65,6 @@ _EXPECTED_TYPES = {
     "language_score": pa.float32(), "perplexity": pa.float32(), "bucket": pa.string(), "quality_score": pa.float32(),
 }  # fmt: skip
 _HOST = r"^[A-Za-z][A-Za-z0-9+.\-]*://(?:[^@/?#]*@)?(?P<host>[^/:?#]+)"
-
-IDX_MAGIC = b"MMIDIDX\x00\x00"
-IDX_HEADER = 9 + 8 + 1 + 8 + 8
-IDX_DTYPE_UINT16 = 8
 
 
 class ShardError(ValueError):
@@ -275,7 +275,7 @@ class Target:
     """One job output folder and its shards (file names relative to `folder`)."""
 
     folder: str
-    kind: str  # "documents" | "tokens"
+    kind: str  # "documents" | "tokens" | "train" (a trainer run: no shards, its metrics.jsonl)
     shards: list[str]
     manifest: dict | None = None
     stats: dict | None = None  # the folder's stats.json
@@ -310,6 +310,8 @@ def _load_json(path: str) -> tuple[dict | None, str | None]:
 
 def classify(folder: str) -> Target | None:
     """The job output in `folder`, or None if it is not one."""
+    if training.is_train_folder(folder):
+        return Target(folder, "train", [])
     if os.path.isfile(os.path.join(folder, MANIFEST_FILE)):
         manifest, error = _load_json(os.path.join(folder, MANIFEST_FILE))
         target = Target(folder, "tokens", [], manifest)
@@ -358,8 +360,36 @@ def discover(path: str) -> tuple[str, list[Target]]:
             if t is not None:
                 targets.append(t)
     if not targets:
-        raise ValueError(f"{path!r} holds no job output: no *.parquet, stats.json or manifest.json in it or its subfolders")
-    return "run", targets
+        raise ValueError(f"{path!r} holds no job output: no *.parquet, stats.json, manifest.json or metrics.jsonl in it or its subfolders")
+    return "run", sorted(targets, key=lambda t: (job_rank(t), t.name))
+
+
+def target_job(target: Target) -> str:
+    return (target.stats or {}).get("job") or ("train" if target.kind == "train" else target.name)
+
+
+def is_mix(target: Target) -> bool:
+    """The mixed stream: the mix job's output, or token shards whose manifest gives target shares."""
+    if target.kind != "tokens":
+        return False
+    declared = ((target.manifest or {}).get("sources") or {}).values()
+    return target_job(target) == "mix" or any(isinstance(d, dict) and d.get("target") is not None for d in declared)
+
+
+def job_rank(target: Target) -> int:
+    """A run's jobs, most important first: the web pipeline, the mix, the other sources (in the mix's
+    order), then the token shards, the tokenizer, the trainer, anything else."""
+    job = target_job(target)
+    if job == "ccnet":
+        return 0
+    if is_mix(target):
+        return 1
+    if job in SOURCES:
+        return 2 + SOURCES.index(job)
+    if target.kind == "tokens":
+        job = "tokenize"  # per-source token shards, whoever wrote them
+    order = ["tokenize", "train-tokenizer", "train"]
+    return 2 + len(SOURCES) + (order.index(job) if job in order else len(order))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -411,54 +441,21 @@ def summarise_document_shard(path: str, token_counter=None, batch_rows: int = 81
     return result
 
 
-def read_idx(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(sequence lengths, byte offsets) of a Megatron MMIDIDX v1 index, memory-mapped; checked."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(IDX_HEADER)
-    if len(head) < IDX_HEADER or head[:9] != IDX_MAGIC:
-        raise ShardError("not a Megatron MMIDIDX index (bad magic)")
-    version = int.from_bytes(head[9:17], "little")
-    dtype = head[17]
-    n_seq = int.from_bytes(head[18:26], "little")
-    n_doc = int.from_bytes(head[26:34], "little")
-    if version != 1 or dtype != IDX_DTYPE_UINT16:
-        raise ShardError(f"unsupported index: version {version}, dtype code {dtype} (expected 1, 8 = uint16)")
-    expected = IDX_HEADER + 4 * n_seq + 8 * n_seq + 8 * n_doc
-    if size != expected or n_doc != n_seq + 1:
-        raise ShardError(f"index size {size} bytes does not match {n_seq} sequences / {n_doc} document entries ({expected} bytes)")
-    if n_seq == 0:
-        return np.zeros(0, np.int32), np.zeros(0, np.int64)
-    sizes = np.memmap(path, dtype="<i4", mode="r", offset=IDX_HEADER, shape=(n_seq,))
-    pointers = np.memmap(path, dtype="<i8", mode="r", offset=IDX_HEADER + 4 * n_seq, shape=(n_seq,))
-    return sizes, pointers
-
-
 def summarise_token_shard(folder: str, prefix: str, source_names: list[str], default_source: str, chunk: int = 1 << 22) -> ShardResult:
-    base = os.path.join(folder, prefix)
     result = ShardResult(prefix)
     try:
-        sizes, pointers = read_idx(base + ".idx")
-        bin_bytes = os.path.getsize(base + ".bin")
-        result.file_bytes = bin_bytes + os.path.getsize(base + ".idx")
+        shard = IndexedDataset(os.path.join(folder, prefix))  # checks .idx against itself and .bin's size
+        if shard.dtype != np.dtype("<u2"):
+            raise ShardError(f"{prefix}.idx: dtype {shard.dtype}, token shards hold uint16")
+        sizes, src = shard.lengths, shard.sources
         n = len(sizes)
-        if (sizes < 0).any() if n else False:
-            raise ShardError(f"{prefix}.idx: negative sequence length")
-        tokens_total = int(sizes.sum(dtype=np.int64))
-        if bin_bytes != 2 * tokens_total:
-            raise ShardError(f"{prefix}.bin holds {bin_bytes} bytes but {prefix}.idx describes {tokens_total} uint16 tokens ({2 * tokens_total} bytes)")
-        if n and (pointers[0] != 0 or (np.diff(pointers) != 2 * sizes[:-1].astype(np.int64)).any()):
-            raise ShardError(f"{prefix}.idx: byte offsets are not contiguous")
-        if os.path.isfile(base + ".src"):
-            src = np.memmap(base + ".src", dtype=np.uint8, mode="r") if os.path.getsize(base + ".src") else np.zeros(0, np.uint8)
-            result.file_bytes += len(src)
-            if len(src) != n:
-                raise ShardError(f"{prefix}.src has {len(src)} entries for {n} documents")
+        result.file_bytes = shard.bin_bytes + os.path.getsize(shard.prefix + ".idx") + (len(src) if src is not None else 0)
+        if src is not None:
             if n and int(src.max()) >= len(source_names):
                 raise ShardError(f"{prefix}.src: source index {int(src.max())} outside manifest source_names ({len(source_names)})")
             labels = list(source_names)
         else:
-            src, labels = None, [default_source]
+            labels = [default_source]
         k = len(labels)
         docs = np.zeros(k, np.int64)
         toks = np.zeros(k, np.int64)
@@ -598,7 +595,17 @@ def _bucket_order(b: str) -> int:
     return {"head": 0, "middle": 1, "tail": 2}.get(b, 3)
 
 
+def train_folder_report(target: Target) -> dict:
+    train = training.training_report(target.folder)
+    return {
+        "path": target.folder, "name": target.name, "kind": "train", "job": "train", "funnel": None, "mix": None,
+        "training": train, "problems": list(target.problems) + train.pop("problems"), "warnings": [],
+    }  # fmt: skip
+
+
 def folder_report(target: Target, acc: FolderAccumulator) -> dict:
+    if target.kind == "train":
+        return train_folder_report(target)
     unit = "chars" if target.kind == "documents" else "tokens"
     total = GroupStats()
     for source in sorted(acc.sources):
@@ -615,7 +622,7 @@ def folder_report(target: Target, acc: FolderAccumulator) -> dict:
     problems = list(target.problems) + [{"file": os.path.join(target.folder, name), "error": acc.errors[name]} for name in sorted(acc.errors)]
     report = {
         "path": target.folder, "name": target.name, "kind": target.kind,
-        "job": (target.stats or {}).get("job") or target.name, "length_unit": unit,
+        "job": target_job(target), "length_unit": unit, "is_mix": is_mix(target),
         "funnel": funnel(target.stats),
         "total": group_report(total, unit),
         "sources": {s: group_report(acc.sources[s], unit) for s in sorted(acc.sources)},
@@ -627,6 +634,7 @@ def folder_report(target: Target, acc: FolderAccumulator) -> dict:
     if target.kind == "tokens" and target.manifest:
         report["tokenizer"] = target.manifest.get("tokenizer")
         report["warnings"] = manifest_warnings(target, acc)
+        report["repeats"] = list(target.manifest.get("warnings") or [])  # the mix's sources past --max-epochs
     return report
 
 
@@ -684,11 +692,13 @@ def manifest_warnings(target: Target, acc: FolderAccumulator) -> list[dict]:
 
 
 def build_report(path: str, kind: str, targets: list[Target], accumulators: Iterable[FolderAccumulator]) -> dict:
+    from reporting.overview import run_overview
+
     folders = [folder_report(t, a) for t, a in zip(targets, accumulators)]
     if kind != "run":
         return folders[0]
     return {
-        "path": path, "kind": "run", "jobs": folders,
+        "path": path, "kind": "run", "overview": run_overview(folders), "jobs": folders,
         "problems": [p for f in folders for p in f["problems"]], "warnings": [w for f in folders for w in f["warnings"]],
     }  # fmt: skip
 

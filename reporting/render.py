@@ -1,4 +1,10 @@
-"""Rendering a statistics report (the dict built by `pipeline.shard_stats.build_report`).
+"""Rendering a statistics report (the dict built by `reporting.shard_stats.build_report`).
+
+A run folder's report opens with the whole run at a glance (`reporting/overview.py`: every job's
+funnel, tokens per source and the mix against its target, the trainer's curves), then one section per
+job, most important first. A table or plot with nothing to say (languages of a source without a
+language field, perplexity of unscored documents, a "mix" of per-source shards without targets) is
+left out.
 
 - `render_terminal`: rich tables.
 - `to_json`: the report as JSON (stable key order, for machines).
@@ -14,7 +20,7 @@ import json
 import os
 import re
 
-from pipeline.shard_stats import LENGTH_BINS_PER_OCTAVE, QUALITY_NBINS, folders_of
+from reporting.shard_stats import LENGTH_BINS_PER_OCTAVE, NO_LANGUAGE, QUALITY_NBINS, folders_of
 
 TOP_LANGUAGES = 15
 TOP_DOMAINS = 15
@@ -76,8 +82,14 @@ def shard_rows(folder: dict) -> tuple[list[str], list[list[str]]]:
     return ["shard", "sources", "file", "docs", "text/token bytes", "tokens", f"mean ({unit})", f"median ({unit}, ≈)"], rows
 
 
+def known_languages(folder: dict) -> list[dict]:
+    """The language rows, or [] when no document has a language (the field is empty for the source)."""
+    langs = (folder.get("total") or {}).get("languages") or []
+    return langs if any(x["language"] != NO_LANGUAGE for x in langs) else []
+
+
 def language_rows(folder: dict) -> tuple[list[str], list[list[str]]] | None:
-    langs = folder["total"].get("languages")
+    langs = known_languages(folder)
     if not langs:
         return None
     rows = [[x["language"], _n(x["docs"]), _pct(x["share"]), _f(x["mean_score"], 3)] for x in langs[:TOP_LANGUAGES]]
@@ -122,7 +134,7 @@ def domain_rows(folder: dict) -> tuple[list[str], list[list[str]]] | None:
 
 def mix_rows(folder: dict) -> tuple[list[str], list[list[str]]] | None:
     mix = folder.get("mix")
-    if not mix:
+    if not mix or not folder.get("is_mix"):
         return None
     rows = [
         [r["source"], _n(r["docs"]), _n(r["tokens"]), _pct(r["achieved"]), _pct(r["target"]),
@@ -133,7 +145,55 @@ def mix_rows(folder: dict) -> tuple[list[str], list[list[str]]] | None:
     return ["source", "docs", "tokens", "achieved", "target", "achieved - target", "epochs"], rows
 
 
+def _epochs(r: dict) -> str:
+    return _f(r["epochs"], 2) + (" ⚠ repeated" if r.get("repeated") else "")
+
+
+def overview_funnel_rows(overview: dict) -> tuple[list[str], list[list[str]]] | None:
+    if not overview["funnel"]:
+        return None
+    rows = []
+    for r in overview["funnel"]:
+        reasons = ", ".join(f"{reason} {n:,}" for reason, n in r["top_dropped"]) or "-"
+        if r["other_reasons"]:
+            reasons += f", {r['other_reasons']} more"
+        rows.append([r["name"] if r["name"] == r["job"] else f"{r['name']} ({r['job']})", _n(r["read"]), _n(r["kept"]), _pct(r["kept_share"]), _n(r["dropped"]), reasons])
+    return ["job", "read", "kept", "kept share", "dropped", "top drop reasons"], rows
+
+
+def overview_source_rows(overview: dict) -> tuple[list[str], list[list[str]]] | None:
+    if not overview["sources"]:
+        return None
+    rows = [
+        [r["source"], _n(r["docs"]), _n(r["tokens"]), _n(r["mix_tokens"]), _pct(r["achieved"]), _pct(r["target"]), _epochs(r)]
+        for r in overview["sources"]
+    ]
+    if overview["mix"]:
+        rows.append(["total", "", "", _n(overview["mix"]["total_tokens"]), "", "", ""])
+    return ["source", "documents kept", "tokens", "tokens in the mix", "achieved", "target", "epochs"], rows
+
+
+def training_rows(training: dict) -> tuple[list[str], list[list[str]]]:
+    s = training["summary"]
+    rows = [
+        ["model", s["model"] or "-"], ["steps", _n(s["steps"])], ["tokens trained", _n(s["tokens"])],
+        ["last training loss", _f(s["last_loss"], 4)], ["last validation loss", _f(s["last_val_loss"], 4)],
+        ["best validation loss", _f(s["best_val_loss"], 4)], ["median tokens/s", _f(s["median_tokens_per_s"], 0)],
+        ["peak memory (GiB)", _f(s["peak_memory_gib"], 2)],
+    ]  # fmt: skip
+    return ["trainer", ""], rows
+
+
+def _overview_tables(overview: dict) -> list[tuple[str, tuple | None]]:
+    tables = [("Every job's funnel (stats.json)", overview_funnel_rows(overview)),
+              ("Tokens per source and the mix against its target", overview_source_rows(overview))]
+    tables += [(f"Trainer: {t['name']}", training_rows(t)) for t in overview["training"]]
+    return tables
+
+
 def _tables(folder: dict) -> list[tuple[str, tuple | None]]:
+    if folder["kind"] == "train":
+        return [("Trainer", training_rows(folder["training"]))]
     return [
         ("Funnel (stats.json)", funnel_rows(folder)),
         ("Per source", source_rows(folder)),
@@ -150,23 +210,37 @@ def _tables(folder: dict) -> list[tuple[str, tuple | None]]:
 # Terminal
 
 
+LEFT_COLUMNS = ("dropped by reason", "top drop reasons", "sources", "")
+
+
 def render_terminal(report: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
-    for folder in folders_of(report):
-        console.rule(f"[bold]{folder['job']}[/bold]  {folder['path']}  ({folder['kind']})")
-        for title, table in _tables(folder):
+
+    def print_tables(tables):
+        for title, table in tables:
             if table is None:
                 continue
             header, rows = table
             t = Table(title=title, title_justify="left", show_lines=False)
             for i, h in enumerate(header):
-                t.add_column(h, justify="left" if i == 0 or h in ("dropped by reason", "sources", "") else "right", no_wrap=i == 0)
+                t.add_column(h, justify="left" if i == 0 or h in LEFT_COLUMNS else "right", no_wrap=i == 0)
             for row in rows:
                 t.add_row(*row)
             console.print(t)
+
+    if report.get("kind") == "run":
+        console.rule(f"[bold]the run at a glance[/bold]  {report['path']}")
+        print_tables(_overview_tables(report["overview"]))
+        for w in report["overview"]["repeats"]:
+            console.print(f"[bold yellow]repeated data:[/bold yellow] {w['message']}", highlight=False)
+    for folder in folders_of(report):
+        console.rule(f"[bold]{folder['job']}[/bold]  {folder['path']}  ({folder['kind']})")
+        print_tables(_tables(folder))
+        for w in folder.get("repeats", []):
+            console.print(f"[bold yellow]repeated data:[/bold yellow] {w['message']}", highlight=False)
         for p in folder["problems"]:
             console.print(f"[bold red]unreadable:[/bold red] {p['file']}: {p['error']}", highlight=False)
         for w in folder.get("warnings", []):
@@ -195,8 +269,8 @@ def _save(fig, path: str) -> None:
 
 def plot_funnel(folder: dict, path: str) -> bool:
     f = folder.get("funnel")
-    if not f or not f["stages"]:
-        return False
+    if not f or not f["stages"] or not any(s["dropped"] for s in f["stages"]):
+        return False  # nothing dropped: the table's "read = kept" says it all
     plt = _plt()
     stages = f["stages"]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(stages) + 1.2))
@@ -210,15 +284,15 @@ def plot_funnel(folder: dict, path: str) -> bool:
     ax.set_xlabel("documents")
     ax.set_xlim(0, max(k + d for k, d in zip(kept, dropped)) * 1.3 or 1)
     ax.set_title(f"{folder['job']}: documents per stage")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside the bars and their labels
     _save(fig, path)
     plt.close(fig)
     return True
 
 
 def plot_languages(folder: dict, path: str) -> bool:
-    langs = folder["total"].get("languages")
-    if not langs:
+    langs = known_languages(folder)
+    if len(langs) < 2:  # one bar says no more than the table
         return False
     plt = _plt()
     top = langs[:20]
@@ -232,7 +306,7 @@ def plot_languages(folder: dict, path: str) -> bool:
 
 
 def plot_perplexity(folder: dict, path: str) -> bool:
-    ppl = folder["total"].get("perplexity")
+    ppl = (folder.get("total") or {}).get("perplexity")
     if not ppl or not ppl["scored"]:
         return False
     plt = _plt()
@@ -253,7 +327,7 @@ def plot_perplexity(folder: dict, path: str) -> bool:
 
 
 def plot_quality(folder: dict, path: str) -> bool:
-    q = folder["total"].get("quality")
+    q = (folder.get("total") or {}).get("quality")
     if not q or not q["scored"]:
         return False
     plt = _plt()
@@ -271,7 +345,7 @@ def plot_quality(folder: dict, path: str) -> bool:
 
 def plot_mix(folder: dict, path: str) -> bool:
     mix = folder.get("mix")
-    if not mix or not mix["sources"]:
+    if not mix or not mix["sources"] or not folder.get("is_mix"):
         return False
     plt = _plt()
     rows = mix["sources"]
@@ -288,7 +362,27 @@ def plot_mix(folder: dict, path: str) -> bool:
     return True
 
 
+def plot_training(folder: dict, path: str) -> bool:
+    t = folder.get("training")
+    if not t or not t["loss"]:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.plot([s for s, _ in t["loss"]], [v for _, v in t["loss"]], color="#4c72b0", label="training loss")
+    if t["val_loss"]:
+        ax.plot([s for s, _ in t["val_loss"]], [v for _, v in t["val_loss"]], "o-", color="#c44e52", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(f"{folder['name']}: loss")
+    ax.legend()
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
 def plot_lengths(folder: dict, path: str) -> bool:
+    if folder["kind"] == "train":
+        return False
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3))
     drawn = False
@@ -325,6 +419,7 @@ PLOTS = [
     ("quality", "Quality score", plot_quality),
     ("mix", "Mix against target", plot_mix),
     ("lengths", "Document lengths", plot_lengths),
+    ("training", "Training and validation loss", plot_training),
 ]
 
 
@@ -335,9 +430,10 @@ _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1100px; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th.text, td.text { text-align: left; }
 caption { text-align: left; font-weight: bold; padding: 0.3em 0; }
 .problem { color: #b00; } .warning { color: #a60; }
+section { border-top: 2px solid #ddd; margin-top: 1.5em; } #overview { border-top: 3px solid #4c72b0; }
 img { max-width: 100%; display: block; margin: 0.5em 0 1.5em; }
 """
 
@@ -348,11 +444,46 @@ def _slug(text: str) -> str:
 
 def _html_table(title: str, header: list[str], rows: list[list[str]]) -> str:
     e = html.escape
-    out = [f"<table><caption>{e(title)}</caption><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>"]
+    left = [i == 0 or h in LEFT_COLUMNS for i, h in enumerate(header)]  # text columns; numbers align right
+
+    def cell(tag: str, i: int, text: str) -> str:
+        return f"<{tag} class=\"text\">{e(text)}</{tag}>" if left[i] else f"<{tag}>{e(text)}</{tag}>"
+
+    out = [f"<table><caption>{e(title)}</caption><thead><tr>" + "".join(cell("th", i, h) for i, h in enumerate(header)) + "</tr></thead><tbody>"]
     for row in rows:
-        out.append("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>")
+        out.append("<tr>" + "".join(cell("td", i, str(c)) for i, c in enumerate(row)) + "</tr>")
     out.append("</tbody></table>")
     return "\n".join(out)
+
+
+def _html_notes(folder: dict) -> list[str]:
+    e = html.escape
+    out = [f"<p class=\"warning\"><b>repeated data:</b> {e(w['message'])}</p>" for w in folder.get("repeats", [])]
+    out += [f"<p class=\"problem\">unreadable: {e(p['file'])}: {e(p['error'])}</p>" for p in folder["problems"]]
+    out += [f"<p class=\"warning\">warning: {e(w['file'])}: {e(w['error'])}</p>" for w in folder.get("warnings", [])]
+    return out
+
+
+def _html_overview(report: dict, out_dir: str, written: set) -> list[str]:
+    """The run at a glance: its tables, then the mix's and the trainer's plots."""
+    e = html.escape
+    overview = report["overview"]
+    body = ["<section id=\"overview\"><h2>The run at a glance</h2>"]
+    body += [f"<p class=\"warning\"><b>repeated data:</b> {e(w['message'])}</p>" for w in overview["repeats"]]
+    for title, table in _overview_tables(overview):
+        if table is not None:
+            body.append(_html_table(title, *table))
+    folders = folders_of(report)
+    plots = [(f, "mix", "Mix against target", plot_mix) for f in folders if f.get("is_mix")][:1]
+    plots += [(f, "training", "Training and validation loss", plot_training) for f in folders if f["kind"] == "train"]
+    for folder, key, title, plot in plots:
+        name = f"00-run-{_slug(folder['name'])}-{key}.png"
+        if plot(folder, os.path.join(out_dir, name)):
+            written.add(name)
+            body.append(f"<h3>{e(folder['name'])}: {e(title)}</h3><img src=\"{e(name)}\" alt=\"{e(folder['name'] + ': ' + title)}\">")
+    body.append("<p>Jobs, most important first: " + ", ".join(
+        f"<a href=\"#job-{_slug(f['name'])}\">{e(f['name'])}</a>" for f in folders) + "</p></section>")
+    return body
 
 
 def write_html(report: dict, out_dir: str) -> str:
@@ -360,21 +491,24 @@ def write_html(report: dict, out_dir: str) -> str:
     os.makedirs(out_dir, exist_ok=True)
     e = html.escape
     body = [f"<h1>corpusmill stats</h1><p>{e(report['path'])} ({e(report['kind'])})</p>"]
-    written = set()
-    for i, folder in enumerate(folders_of(report)):
+    written: set[str] = set()
+    in_overview = set()
+    if report.get("kind") == "run":
+        body += _html_overview(report, out_dir, written)
+        in_overview = {"mix", "training"}  # drawn once, at the top
+    for i, folder in enumerate(folders_of(report), 1):
+        body.append(f"<section class=\"job\" id=\"job-{_slug(folder['name'])}\">")
         body.append(f"<h2>{e(folder['job'])} <small>{e(folder['path'])} ({e(folder['kind'])})</small></h2>")
-        for p in folder["problems"]:
-            body.append(f"<p class=\"problem\">unreadable: {e(p['file'])}: {e(p['error'])}</p>")
-        for w in folder.get("warnings", []):
-            body.append(f"<p class=\"warning\">warning: {e(w['file'])}: {e(w['error'])}</p>")
+        body += _html_notes(folder)
         for key, title, plot in PLOTS:
             name = f"{i:02d}-{_slug(folder['name'])}-{key}.png"
-            if plot(folder, os.path.join(out_dir, name)):
+            if key not in in_overview and plot(folder, os.path.join(out_dir, name)):
                 written.add(name)
                 body.append(f"<h3>{e(title)}</h3><img src=\"{e(name)}\" alt=\"{e(folder['job'] + ': ' + title)}\">")
         for title, table in _tables(folder):
             if table is not None:
                 body.append(_html_table(title, *table))
+        body.append("</section>")
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>corpusmill stats: "
         + e(report["path"]) + "</title><style>" + _CSS + "</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
