@@ -12,12 +12,13 @@ import dataclasses
 import json
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.encoding import detect_encoding
 from resiliparse.parse.html import HTMLTree
 
-from pipeline.accounting import StageStats
 from pipeline.schema import WORK_FIELDS, document_id
+from pipeline.step import Outcome, Step
 from pipeline.text import clean_lines
 
 HTML_TYPES = {"text/html", "application/xhtml+xml", "application/xml+html"}
@@ -59,7 +60,7 @@ def _looks_like_html(payload: bytes) -> bool:
 
 
 @dataclasses.dataclass
-class ExtractText:
+class ExtractText(Step):
     """Raw WARC/WET records -> documents with cleaned text (non-empty, stripped lines)."""
 
     extractor: str = "resiliparse"  # or "trafilatura" (optional extra)
@@ -78,35 +79,19 @@ class ExtractText:
             return trafilatura.extract(html, include_comments=False, include_tables=True) or ""
         raise ValueError(f"unknown extractor {self.extractor!r} (resiliparse or trafilatura)")
 
-    def __call__(self, raw: pa.RecordBatch) -> tuple[pa.RecordBatch, StageStats]:
-        stats = StageStats(self.name)
-        rows = []
+    def measure(self, batch):
+        if "payload" in batch.schema.names:  # raw records: their payload bytes
+            return int(pc.sum(pc.binary_length(batch.column("payload"))).as_py() or 0), 0
+        return super().measure(batch)
+
+    def process(self, raw: pa.RecordBatch, notes) -> Outcome:
+        rows, reasons = [], []
         cols = raw.to_pydict()
         for i in range(raw.num_rows):
-            stats.docs_in += 1
-            payload = cols["payload"][i] or b""
-            stats.chars_in += len(payload)
-            status = cols["http_status"][i]
-            if status is not None and not 200 <= status < 300:
-                stats.drop("http_status")
-                continue
-            media = cols["content_type"][i]
-            if cols["record_type"][i] == "conversion" or media in TEXT_TYPES:
-                text = decode_payload(payload, cols["charset"][i] or "utf-8")
-            elif media in HTML_TYPES or (media is None and _looks_like_html(payload)):
-                text = self.html_to_text(decode_payload(payload, cols["charset"][i]))
-            else:
-                stats.drop("non_html")
-                continue
-            lines = clean_lines(text)
-            if not lines:
-                stats.drop("no_text")
-                continue
-            text = "\n".join(lines)
-            stats.docs_out += 1
-            stats.lines_out += len(lines)
-            stats.chars_out += len(text)
+            text, reason = self._text(cols, i)
+            reasons.append(reason)
             meta = {"warc_record_id": cols["record_id"][i], "warc_date": cols["date"][i], "file": cols["_file"][i]}
+            nlines = text.count("\n") + 1 if text else 0
             rows.append(
                 {
                     "_ord": cols["_ord"][i],
@@ -114,10 +99,26 @@ class ExtractText:
                     "source": self.source,
                     "url": cols["url"][i],
                     "text": text,
-                    "original_nlines": len(lines),
+                    "original_nlines": nlines,
                     "original_length": len(text),
-                    "nlines": len(lines),
+                    "nlines": nlines,
                     "metadata": json.dumps(meta, sort_keys=True, ensure_ascii=False),
                 }
             )
-        return pa.RecordBatch.from_pylist(rows, schema=WORK_SCHEMA), stats
+        return Outcome(batch=pa.RecordBatch.from_pylist(rows, schema=WORK_SCHEMA), drop=reasons)
+
+    def _text(self, cols: dict, i: int) -> tuple[str, str | None]:
+        """(cleaned text, None) or ("", the reason the record is dropped)."""
+        payload = cols["payload"][i] or b""
+        status = cols["http_status"][i]
+        if status is not None and not 200 <= status < 300:
+            return "", "http_status"
+        media = cols["content_type"][i]
+        if cols["record_type"][i] == "conversion" or media in TEXT_TYPES:
+            text = decode_payload(payload, cols["charset"][i] or "utf-8")
+        elif media in HTML_TYPES or (media is None and _looks_like_html(payload)):
+            text = self.html_to_text(decode_payload(payload, cols["charset"][i]))
+        else:
+            return "", "non_html"
+        lines = clean_lines(text)
+        return ("\n".join(lines), None) if lines else ("", "no_text")

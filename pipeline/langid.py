@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.accounting import StageStats
 from pipeline.models import default_lid_path, load_fasttext
+from pipeline.step import Outcome, Step
 
 
 def predict_languages(model, texts: list[str]) -> tuple[list[str], np.ndarray]:
@@ -24,7 +24,7 @@ def predict_languages(model, texts: list[str]) -> tuple[list[str], np.ndarray]:
 
 
 @dataclasses.dataclass
-class IdentifyLanguage:
+class IdentifyLanguage(Step):
     model_path: str = dataclasses.field(default_factory=lambda: os.fspath(default_lid_path()))
     languages: tuple[str, ...] | None = ("en",)  # None keeps every language
     threshold: float = 0.5
@@ -33,21 +33,12 @@ class IdentifyLanguage:
     def load(self):
         return load_fasttext(self.model_path)
 
-    def __call__(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, StageStats]:
-        stats = StageStats(self.name, docs_in=batch.num_rows)
+    def process(self, batch, notes):
         model = self.load()
-        text = batch.column("text")
-        flat = pc.replace_substring(text, "\n", " ").to_pylist()
+        flat = pc.replace_substring(batch.column("text"), "\n", " ").to_pylist()
         langs, scores = predict_languages(model, flat)
         keep = scores >= self.threshold
         if self.languages is not None:
             keep &= np.isin(np.array(langs, dtype=object), list(self.languages))
-        stats.drop("language", int((~keep).sum()))
-        stats.docs_out = int(keep.sum())
-        lengths = pc.utf8_length(text).to_numpy(zero_copy_only=False)
-        nlines = batch.column("nlines").to_numpy(zero_copy_only=False)
-        stats.chars_in, stats.chars_out = int(lengths.sum()), int(lengths[keep].sum())
-        stats.lines_in, stats.lines_out = int(nlines.sum()), int(nlines[keep].sum())
-        out = batch.append_column("language", pa.array(langs, pa.string()))
-        out = out.append_column("language_score", pa.array(scores, pa.float32()))
-        return out.filter(pa.array(keep)), stats
+        return Outcome(drop=~keep, reason="language",
+                       columns={"language": pa.array(langs, pa.string()), "language_score": pa.array(scores, pa.float32())})
