@@ -34,7 +34,8 @@ from typing import Iterator
 
 from pipeline.accounting import StageStats
 from pipeline.runs import InputError
-from pipeline.sources.common import BatchBuilder, DropEmpty, TextStep, decode_text
+from pipeline.sources.common import BatchBuilder, DropEmpty, decode_text
+from pipeline.step import TextStep
 
 SOURCE = "arxiv"
 STAGES = ["read", "latex_comments", "latex_macros", "latex_trim", "drop_empty"]

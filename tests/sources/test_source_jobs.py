@@ -46,21 +46,21 @@ def test_beam_job_matches_in_process_run(name, tmp_path):
     assert stats["read"] == stats["kept"] + sum(stats["dropped"].values())
     assert {r["source"] for r in rows} == {name}
     module = sources.get(name)
-    config = module.config_from_args(_args(name))
+    config = module.config_from_args(_args(name, INPUTS[name]))
     table, local_stats, _ = sources.run_local(name, sources.expand(module, INPUTS[name]), config)
     assert [r["id"] for r in rows] == table.column("id").to_pylist()
     assert [r["text"] for r in rows] == table.column("text").to_pylist()
     assert local_stats.to_dict()["stages"] == stats["stages"]
 
 
-def _args(name):
+def _args(name, inputs):
     import argparse
 
     from beam_jobs import source
 
     parser = argparse.ArgumentParser()
     source.add_arguments(parser)
-    return parser.parse_args([name, "--input", "x", "--output", "y"])
+    return parser.parse_args([name, "--input", *inputs, "--output", "y"])
 
 
 def test_expected_drops_on_the_samples(tmp_path):
