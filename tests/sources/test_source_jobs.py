@@ -105,3 +105,19 @@ def test_empty_glob_and_bomb_are_clear_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "xml_bomb.xml" in err and "refused unsafe XML" in err
     assert not (tmp_path / "w" / "stats.json").exists()
+
+
+@pytest.mark.slow
+def test_c4_raw_pages_on_beam_matches_in_process_run(tmp_path):
+    """C4's raw-page rules through Beam (the line census as a side input) give the in-process result."""
+    from beam_jobs import source
+
+    args = _args("c4", INPUTS["c4"])
+    args.output, args.c4_rules = str(tmp_path / "c4"), "raw-pages"  # set as `--c4-rules raw-pages` would
+    assert source.run(args, ONE_WORKER) == 0
+    stats = json.loads((tmp_path / "c4" / "stats.json").read_text())
+    config = sources.get("c4").config_from_args(args)
+    table, local, _ = sources.run_local("c4", sources.expand(sources.get("c4"), INPUTS["c4"]), config)
+    assert config.rules == "raw-pages" and stats["kept"] == table.num_rows < stats["read"]
+    assert [r["text"] for r in _read(tmp_path / "c4")] == table.column("text").to_pylist()
+    assert local.to_dict()["stages"] == stats["stages"]
