@@ -3,7 +3,7 @@ steps: the main difference with CCNet is the quality filtering, which mostly rel
 such as presence of punctuation marks or the number of words and sentences in a webpage").
 
     read (JSON lines {"text","timestamp","url"}, gzip or not) -> c4_clean_page -> dedup_in_document
-        -> [line census] -> dedup -> language
+        -> [line census] -> dedup -> c4_deduped_page -> language
 
 Two rule sets (`C4Config.rules`, `--c4-rules`):
 
@@ -48,7 +48,7 @@ from pipeline.sources.common import BatchBuilder, open_maybe_compressed
 from pipeline.step import Outcome, Step, TextStep
 
 SOURCE = "c4"
-STAGES = ["read", "c4_clean_page", "dedup_in_document", "dedup", "language"]
+STAGES = ["read", "c4_clean_page", "dedup_in_document", "dedup", "c4_deduped_page", "language"]
 GLOBAL = "lines"
 RULES = ("released", "raw-pages")
 BADWORDS = Path(__file__).resolve().parents[2] / "data" / "badwords" / "ldnoobw-en.txt"
@@ -91,9 +91,11 @@ class C4Config:
         return [clean, C4HashLines()]
 
     def after(self) -> list:
-        dedup = C4ApplyDedup(self.dedup_policy, self.min_sentences, enabled=self.raw_pages)
+        # The executor may put its own line-dedup step first (same rule); the page rule after it is ours.
+        dedup = C4ApplyDedup(self.dedup_policy, enabled=self.raw_pages)
+        deduped = C4DedupedPage(self.min_sentences) if self.raw_pages else Unchanged("c4_deduped_page")
         threshold = self.lid_threshold if self.languages is not None else 0.0  # no filter: label only
-        return [dedup, IdentifyLanguage(self.lid_model, self.languages, threshold)]
+        return [dedup, deduped, IdentifyLanguage(self.lid_model, self.languages, threshold)]
 
 
 def read(path: str, file_index: int, stats: StageStats, dead: list[dict], config: C4Config) -> Iterator:
@@ -251,11 +253,11 @@ class C4HashLines(Step):
 
 @dataclasses.dataclass
 class C4ApplyDedup(Step):
-    """Drops the lines another page holds first (keep_first) or that any two pages share
-    (remove_all); then the page rules of TFDS's _remove_lines_from_text. Needs `table` set."""
+    """Drops the lines another page holds first (keep_first) or that two pages share (remove_all); a
+    page left with no line goes as `all_lines_duplicate` (TFDS's _remove_lines_from_text). Needs
+    `table` set. Disabled (released C4): only removes the (empty) hash column."""
 
     policy: str = "keep_first"
-    min_sentences: int = 3
     enabled: bool = True
     table: object = None  # pipeline.dedup.DuplicateTable, set by the executor
     name: str = "dedup"
@@ -271,21 +273,27 @@ class C4ApplyDedup(Step):
         dup, first = self.table.lookup(hashes)
         drop = dup if self.policy == "remove_all" else dup & (first != orders)
         bounds = np.r_[0, np.cumsum(lengths)]
-        texts, reasons = [], []
-        for i, text in enumerate(batch.column("text").to_pylist()):
+        texts, reasons = batch.column("text").to_pylist(), [None] * batch.num_rows
+        for i in range(batch.num_rows):
             gone = drop[bounds[i] : bounds[i + 1]]
-            if gone.any():
-                notes["lines_duplicate"] += int(gone.sum())
-                text = "\n".join(line for line, g in zip(text.split("\n"), gone) if not g)
-            if len(gone) and gone.all():
-                reason = "all_lines_duplicate"
-            elif count_sentences(text) < self.min_sentences:
-                reason = "c4_too_few_sentences_after_dedup"
-            else:
-                reason = None
-            texts.append(text)
-            reasons.append(reason)
+            if gone.all() and len(gone):
+                reasons[i] = "all_lines_duplicate"
+            elif gone.any():
+                texts[i] = "\n".join(line for line, g in zip(texts[i].split("\n"), gone) if not g)
         return Outcome(drop=reasons, text=texts, remove=("_line_hashes",))
+
+
+@dataclasses.dataclass
+class C4DedupedPage(Step):
+    """A page that line dedup left with fewer than `min_sentences` sentences goes (TFDS's
+    _remove_lines_from_text)."""
+
+    min_sentences: int = 3
+    name: str = "c4_deduped_page"
+
+    def process(self, batch, notes):
+        few = np.array([count_sentences(t) < self.min_sentences for t in batch.column("text").to_pylist()])
+        return Outcome(drop=few, reason="c4_too_few_sentences_after_dedup")
 
 
 def config_from_args(args) -> C4Config:

@@ -19,3 +19,17 @@ def apply(steps, batch):
         batch, s = step(batch)
         out.append(s)
     return batch, out
+
+
+def run_source(name, paths, config, output):
+    """(documents in order, stats.json as a dict, dead letters) of source `name` run in this process:
+    through the job plan where the executor has one, else `pipeline.sources.run_local`."""
+    from pipeline import sources
+
+    paths = [str(p) for p in paths]
+    if hasattr(sources, "plan"):
+        from tests.jobs import run_in_process
+
+        return run_in_process(sources.plan(name, config, str(output)), paths, output)
+    table, stats, dead = sources.run_local(name, paths, config)
+    return table, stats.to_dict(), dead

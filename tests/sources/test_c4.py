@@ -6,7 +6,7 @@ import pytest
 
 from pipeline import sources
 from pipeline.sources import c4
-from tests.sources.conftest import SAMPLE, read_all
+from tests.sources.conftest import SAMPLE, read_all, run_source
 
 C4_FILE = SAMPLE / "c4" / "c4-00000.json.gz"
 # The bundled file's first 5 records are real C4 `en` records (data/sample/SOURCES-README.md); the rest
@@ -37,10 +37,10 @@ def test_malformed_line_is_a_dead_letter_naming_file_and_line(tmp_path):
     assert [d["record"] for d in dead] == [1, 2] and all(d["file"] == str(path) for d in dead)
 
 
-def test_released_c4_is_kept_as_it_is():
+def test_released_c4_is_kept_as_it_is(tmp_path):
     # RedPajama took released C4 unchanged: every record, every byte of its text
-    table, stats, dead = sources.run_local("c4", [str(C4_FILE)], c4.C4Config())
-    assert stats.read == stats.kept == len(_records()) and not stats.dropped and not dead
+    table, stats, dead = run_source("c4", [C4_FILE], c4.C4Config(), tmp_path)
+    assert stats["read"] == stats["kept"] == len(_records()) and not stats["dropped"] and not dead
     assert table.column("text").to_pylist() == [r["text"] for r in _records()]
     assert table.column("language").to_pylist()[0] == "en"  # labelled, not filtered
 
@@ -148,15 +148,17 @@ def test_raw_pages_line_dedup_across_pages(tmp_path):
     b_text = b["text"] + "\n" + "\n".join(shared)
     path = tmp_path / "two.json"
     path.write_text(json.dumps(a) + "\n" + json.dumps({**b, "text": b_text}) + "\n")
-    table, stats, _ = sources.run_local("c4", [str(path)], c4.C4Config(rules="raw-pages", languages=("en",)))
+    table, stats, _ = run_source("c4", [path], c4.C4Config(rules="raw-pages", languages=("en",)), tmp_path / "first")
     texts = table.column("text").to_pylist()
-    assert texts == [a["text"], b["text"]] and stats.kept == 2
-    assert stats.stages[3].notes["lines_duplicate"] == len(shared)
-    table, stats, _ = sources.run_local("c4", [str(path)], c4.C4Config(rules="raw-pages", languages=("en",), dedup_policy="remove_all"))
+    assert texts == [a["text"], b["text"]] and stats["kept"] == 2
+    dedup = next(s for s in stats["stages"] if s["name"] == "dedup")
+    assert dedup["lines_in"] - dedup["lines_out"] == len(shared)
+    config = c4.C4Config(rules="raw-pages", languages=("en",), dedup_policy="remove_all")
+    table, stats, _ = run_source("c4", [path], config, tmp_path / "all")
     rest = "\n".join(a["text"].split("\n")[3:])  # remove_all: neither page keeps a shared line
     gone = c4.count_sentences(rest) < 3
     assert table.column("text").to_pylist() == ([] if gone else [rest]) + [b["text"]]
-    assert stats.dropped == (Counter(c4_too_few_sentences_after_dedup=1) if gone else Counter())
+    assert stats["dropped"] == ({"c4_too_few_sentences_after_dedup": 1} if gone else {})
 
 
 def test_config_from_args_before_the_cli_has_the_flag():

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.sources import github
-from tests.sources.conftest import DATA, SAMPLE, apply, read_all
+from tests.sources.conftest import DATA, SAMPLE, apply, read_all, run_source
 
 
 @pytest.mark.parametrize(
@@ -104,16 +104,14 @@ def test_alpha_per_token_rule(sentencepiece_model):
     assert out.num_rows == 2
 
 
-def test_job_drops_lgpl_and_exact_duplicates_of_the_raw_content():
+def test_job_drops_lgpl_and_exact_duplicates_of_the_raw_content(tmp_path):
     from collections import Counter
 
-    from pipeline import sources
-
-    table, stats, dead = sources.run_local("github", [str(SAMPLE / "github" / "github-sample.jsonl.gz")], github.GitHubConfig())
+    table, stats, dead = run_source("github", [SAMPLE / "github" / "github-sample.jsonl.gz"], github.GitHubConfig(), tmp_path)
     recs = _sample_records()
     allowed = [r for r in recs if r["license"] != "LGPL-2.1-only"]
     copies = Counter(r["content"] for r in allowed)
-    dropped = stats.dropped
+    dropped = stats["dropped"]
     assert dropped["license"] == len(recs) - len(allowed) == 25
     # one file per distinct raw content stays; the later copies (by input order) go
     assert dropped["duplicate_file"] == sum(n - 1 for n in copies.values()) > 0
@@ -123,7 +121,7 @@ def test_job_drops_lgpl_and_exact_duplicates_of_the_raw_content():
     kept_ids = {json.loads(m)["repo_name"] + "/" + json.loads(m)["path"] for m in table.column("metadata").to_pylist()}
     later = {f"{r['repo_name']}/{r['path']}" for r in allowed} - set(firsts.values())
     assert kept_ids <= set(firsts.values()) and not (kept_ids & later)
-    assert stats.read == stats.kept + sum(dropped.values()) and not dead
+    assert stats["read"] == stats["kept"] + sum(dropped.values()) and not dead
 
 
 def test_repository_directory_license_detected(tmp_path):

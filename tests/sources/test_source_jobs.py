@@ -117,7 +117,9 @@ def test_c4_raw_pages_on_beam_matches_in_process_run(tmp_path):
     assert source.run(args, ONE_WORKER) == 0
     stats = json.loads((tmp_path / "c4" / "stats.json").read_text())
     config = sources.get("c4").config_from_args(args)
-    table, local, _ = sources.run_local("c4", sources.expand(sources.get("c4"), INPUTS["c4"]), config)
+    from tests.sources.conftest import run_source
+
+    table, local, _ = run_source("c4", sources.expand(sources.get("c4"), INPUTS["c4"]), config, tmp_path / "local")
     assert config.rules == "raw-pages" and stats["kept"] == table.num_rows < stats["read"]
     assert [r["text"] for r in _read(tmp_path / "c4")] == table.column("text").to_pylist()
-    assert local.to_dict()["stages"] == stats["stages"]
+    assert local["stages"] == stats["stages"]
