@@ -24,15 +24,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "books *.txt(.gz); arxiv paper folders or *.tar.gz; stackexchange <site>/Posts.xml")
     parser.add_argument("--output", required=True, help="output folder for part-NNNNN.parquet, stats.json, dead_letter.jsonl")
     parser.add_argument("--languages", default=None,
-                        help="c4: languages kept by lid.176 (default en); wikipedia: dump languages kept (default: the paper's 20); 'all' keeps every one")
+                        help="c4: languages kept by lid.176 (default: all, label only, for released C4; en for --c4-rules raw-pages); wikipedia: dump languages kept (default: the paper's 20); 'all' keeps every one")
     parser.add_argument("--lid-threshold", type=float, default=0.5, help="c4: lid.176 score threshold (default: %(default)s)")
     parser.add_argument("--lid-model", default=None, help="c4: fastText lid.176 (default: models/lid.176.ftz)")
     parser.add_argument("--dedup", default=None, choices=POLICIES, help="c4: line dedup policy (default: keep_first, as C4)")
-    parser.add_argument("--licenses", default=None, help="github: allowed SPDX licences, comma-separated (default: MIT,Apache-2.0,BSD-2-Clause,BSD-3-Clause)")
+    parser.add_argument("--licenses", default=None, help="github: allowed licence prefixes, any case, comma-separated (default: mit,bsd,apache)")
     parser.add_argument("--dump-language", default=None, help="wikipedia: language of a dump that names none")
     parser.add_argument("--near-dup-threshold", type=float, default=None, help="books: Jaccard threshold of near-duplicates (default: 0.9)")
-    parser.add_argument("--sites", default=None, help="stackexchange: sites to keep, comma-separated folder names, e.g. coffee.stackexchange.com (default: all)")
+    parser.add_argument("--sites", default=None, help="stackexchange: sites to keep, comma-separated folder names, e.g. coffee.stackexchange.com, or 'all' (default: the 28 largest, see --top-sites)")
     parser.add_argument("--site", default=None, help="stackexchange: the site of the input when its folder does not name it")
+    parser.add_argument("--c4-rules", default=None, choices=("released", "raw-pages"),
+                        help="c4: 'released' keeps released C4 as it is (RedPajama, default); 'raw-pages' applies C4's clean_page, line dedup and English LID")
+    parser.add_argument("--top-sites", type=int, default=None,
+                        help="stackexchange: keep the N sites with most posts among the inputs (default: 28, as RedPajama); 0 keeps every site")
+    parser.add_argument("--github-tokenizer", default=None,
+                        help="github: SentencePiece model for the alphabetic-characters-per-token >= 1.5 rule (default: off; RedPajama used Pythia's tokenizer)")
+    parser.add_argument("--arxiv-keep-appendix", action="store_true",
+                        help="arxiv: keep the appendix and remove only the bibliography (default: cut at \\appendix, as RedPajama)")
+    parser.add_argument("--arxiv-macros-with-arguments", action="store_true",
+                        help="arxiv: also expand user macros that take arguments (default: argument-less only, as RedPajama)")
     parser.add_argument("--batch-records", type=int, default=None, help="documents per batch (the unit of parallel work)")
     parser.add_argument("--force", action="store_true", help="rerun even if OUTPUT holds a complete run of the same inputs and config")
 

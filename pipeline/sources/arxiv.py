@@ -12,12 +12,16 @@ inline-expanded definitions and macros written by users to increase consistency 
   .tex files are concatenated in path order.
 - latex_comments: '%' to end of line (not '\\%'), lines that held only a comment, and
   \\begin{comment}..\\end{comment} blocks are removed.
-- latex_macros: definitions by \\newcommand / \\renewcommand / \\providecommand (with or without
-  [n] arguments and an [optional default]) and \\def (with #1..#9 parameters) in the paper are
-  removed and their uses expanded, repeatedly (nested macros), up to `max_expansion_passes` (5).
-- latex_trim: everything before the first \\section (or \\chapter, for books) goes; a paper with
-  none goes as `no_section`; the bibliography (thebibliography environment, \\bibliography{..},
-  \\printbibliography) is removed; \\end{document} and what follows goes.
+- latex_macros: as RedPajama's arxiv_cleaner (data_prep/arxiv/arxiv_cleaner.py, rp_v1): macros
+  without arguments, defined by \\newcommand / \\renewcommand / \\providecommand or \\def, are
+  expanded where used and their definitions removed (nested ones too, up to `max_expansion_passes`,
+  5). `macros_with_arguments` (`--arxiv-macros-with-arguments`) also expands macros with [n]
+  arguments (and an [optional default]) and \\def with #1..#9 parameters.
+- latex_trim: everything before the first section-like heading (\\chapter, \\part, \\section,
+  \\subsection, \\subsubsection) goes; a paper with none goes as `no_section`; the text ends at the
+  first \\appendix or bibliography (thebibliography or references environment, \\bibliography{..},
+  \\printbibliography), whichever comes first, as in arxiv_cleaner; and at \\end{document}.
+  `keep_appendix` (`--arxiv-keep-appendix`) keeps the appendix and removes only the bibliography.
 """
 from __future__ import annotations
 
@@ -30,7 +34,8 @@ from typing import Iterator
 
 from pipeline.accounting import StageStats
 from pipeline.runs import InputError
-from pipeline.sources.common import BatchBuilder, DropEmpty, TextStep, decode_text
+from pipeline.sources.common import BatchBuilder, DropEmpty, decode_text
+from pipeline.step import TextStep
 
 SOURCE = "arxiv"
 STAGES = ["read", "latex_comments", "latex_macros", "latex_trim", "drop_empty"]
@@ -40,13 +45,20 @@ GLOBAL = None
 @dataclasses.dataclass
 class ArxivConfig:
     max_expansion_passes: int = 5
+    macros_with_arguments: bool = False  # RedPajama expands argument-less macros only
+    keep_appendix: bool = False  # RedPajama cuts at \\appendix as at the bibliography
     batch_records: int = 8
 
     def check_models(self) -> None:
         pass
 
     def before(self) -> list:
-        return [StripComments(), ExpandMacros(passes=self.max_expansion_passes), TrimPaper(), DropEmpty()]
+        return [
+            StripComments(),
+            ExpandMacros(passes=self.max_expansion_passes, with_arguments=self.macros_with_arguments),
+            TrimPaper(keep_appendix=self.keep_appendix),
+            DropEmpty(),
+        ]
 
     def after(self) -> list:
         return []
@@ -228,8 +240,9 @@ class Macro:
     body: str
 
 
-def extract_macros(text: str) -> tuple[dict[str, Macro], str]:
-    """Finds the definitions, returns them and the text without them."""
+def extract_macros(text: str, with_arguments: bool = True) -> tuple[dict[str, Macro], str]:
+    """Finds the definitions (of argument-less macros only, unless `with_arguments`), returns them
+    and the text without them."""
     macros: dict[str, Macro] = {}
     out, i = [], 0
     for m in re.finditer(r"\\(?:(?:re)?(?:newcommand|providecommand)|[gex]?def)(?![A-Za-z@])", text):
@@ -239,6 +252,8 @@ def extract_macros(text: str) -> tuple[dict[str, Macro], str]:
         if parsed is None:
             continue
         name, macro, end = parsed
+        if macro.nargs and not with_arguments:
+            continue
         if name not in macros or not text[m.start() :].startswith("\\providecommand"):
             macros[name] = macro
         out.append(text[i : m.start()])
@@ -339,10 +354,11 @@ def expand_macros(text: str, macros: dict[str, Macro], passes: int = 5, max_grow
 @dataclasses.dataclass
 class ExpandMacros(TextStep):
     passes: int = 5
+    with_arguments: bool = False
     name: str = "latex_macros"
 
     def transform(self, text, row, batch, notes):
-        macros, rest = extract_macros(text)
+        macros, rest = extract_macros(text, self.with_arguments)
         expanded, n = expand_macros(rest, macros, self.passes)
         notes["macros_defined"] += len(macros)
         notes["macro_uses_expanded"] += n
@@ -351,7 +367,13 @@ class ExpandMacros(TextStep):
 
 # --- trim ---------------------------------------------------------------------------------------------
 
-_FIRST_SECTION = re.compile(r"\\(?:section|chapter)\s*\*?\s*[\[{]")
+# The first section-like heading (arxiv_cleaner.py:370-378; its \\paragraph alternative never matches).
+_FIRST_SECTION = re.compile(r"\\(?:chapter|part|section|subsection|subsubsection)\b\s*\*?\s*[\[{]")
+# Where the paper's text ends (arxiv_cleaner.py:412-418): the appendix or the bibliography, whichever
+# comes first, and everything after it; \\printbibliography (biblatex) counts as the bibliography.
+_CUT = re.compile(r"\\appendix\b|\\begin\{references\}|\\begin\{REFERENCES\}|\\begin\s*\{thebibliography\}"
+                  r"|\\bibliography\s*\{|\\printbibliography\b")
+# With `keep_appendix`: only the bibliography goes.
 _BIBLIOGRAPHY = re.compile(
     r"\\begin\s*\{thebibliography\}.*?(?:\\end\s*\{thebibliography\}|\Z)"
     r"|\\bibliography\s*\{[^}]*\}|\\bibliographystyle\s*\{[^}]*\}|\\printbibliography\b(?:\[[^\]]*\])?",
@@ -361,7 +383,7 @@ _END_DOC = re.compile(r"\\end\s*\{document\}")
 _BLANK_RUNS = re.compile(r"\n[ \t]*(?:\n[ \t]*){2,}")
 
 
-def trim_paper(text: str) -> str | None:
+def trim_paper(text: str, keep_appendix: bool = False) -> str | None:
     m = _FIRST_SECTION.search(text)
     if not m:
         return None
@@ -369,19 +391,29 @@ def trim_paper(text: str) -> str | None:
     end = _END_DOC.search(body)
     if end:
         body = body[: end.start()]
-    body = _BIBLIOGRAPHY.sub("", body)
+    if keep_appendix:
+        body = _BIBLIOGRAPHY.sub("", body)
+    else:
+        cut = _CUT.search(body)
+        if cut:
+            body = body[: cut.start()]
     return _BLANK_RUNS.sub("\n\n", body).strip()
 
 
 @dataclasses.dataclass
 class TrimPaper(TextStep):
+    keep_appendix: bool = False
     name: str = "latex_trim"
 
     def transform(self, text, row, batch, notes):
-        body = trim_paper(text)
+        body = trim_paper(text, self.keep_appendix)
         return (body, None) if body is not None else (None, "no_section")
 
 
 def config_from_args(args) -> ArxivConfig:
     d = ArxivConfig()
-    return ArxivConfig(batch_records=args.batch_records or d.batch_records)
+    return ArxivConfig(
+        macros_with_arguments=bool(getattr(args, "arxiv_macros_with_arguments", False)),
+        keep_appendix=bool(getattr(args, "arxiv_keep_appendix", False)),
+        batch_records=getattr(args, "batch_records", None) or d.batch_records,
+    )

@@ -43,7 +43,8 @@ import xxhash
 
 from pipeline.accounting import StageStats
 from pipeline.runs import expand_inputs
-from pipeline.sources.common import BatchBuilder, DropEmpty, TextStep, decode_text, open_maybe_compressed, text_totals
+from pipeline.sources.common import BatchBuilder, DropEmpty, decode_text, open_maybe_compressed
+from pipeline.step import Outcome, Step, TextStep
 
 SOURCE = "books"
 STAGES = ["read", "gutenberg_boilerplate", "drop_empty", "minhash", "near_dedup"]
@@ -212,21 +213,17 @@ def duplicates_to_drop(pairs: Iterable[tuple[int, int]]) -> np.ndarray:
 
 
 @dataclasses.dataclass
-class MinHashBooks:
+class MinHashBooks(Step):
     """Adds `_minhash` (list<uint64>, num_perm values) per book."""
 
     num_perm: int = NUM_PERM
     shingle_words: int = SHINGLE_WORDS
     name: str = "minhash"
 
-    def __call__(self, batch):
-        stats = StageStats(self.name, docs_in=batch.num_rows, docs_out=batch.num_rows)
-        text = batch.column("text")
-        stats.chars_in, stats.lines_in = stats.chars_out, stats.lines_out = text_totals(text)
-        sigs = [signature(t, self.num_perm, self.shingle_words) for t in text.to_pylist()]
-        flat = np.concatenate(sigs) if sigs else np.empty(0, np.uint64)
+    def process(self, batch, notes):
+        sigs = [signature(t, self.num_perm, self.shingle_words) for t in batch.column("text").to_pylist()]
         offsets = pa.array(np.arange(batch.num_rows + 1, dtype=np.int32) * self.num_perm)
-        return batch.append_column("_minhash", pa.ListArray.from_arrays(offsets, pa.array(flat, pa.uint64()))), stats
+        return Outcome(columns={"_minhash": pa.ListArray.from_arrays(offsets, pa.array(np.concatenate(sigs), pa.uint64()))})
 
 
 def signatures_of(batch: pa.RecordBatch) -> list[tuple[int, np.ndarray]]:
@@ -237,23 +234,16 @@ def signatures_of(batch: pa.RecordBatch) -> list[tuple[int, np.ndarray]]:
 
 
 @dataclasses.dataclass
-class DropNearDuplicates:
+class DropNearDuplicates(Step):
     """Drops the books listed in `drop` (sorted `_ord`s from `duplicates_to_drop`); needs `drop` set."""
 
     drop: np.ndarray | None = None
     name: str = "near_dedup"
 
-    def __call__(self, batch):
+    def process(self, batch, notes):
         assert self.drop is not None, "DropNearDuplicates.drop must be set"
-        stats = StageStats(self.name, docs_in=batch.num_rows)
-        stats.chars_in, stats.lines_in = text_totals(batch.column("text"))
         orders = batch.column("_ord").to_numpy(zero_copy_only=False).astype(np.uint64)
-        gone = np.isin(orders, self.drop)
-        out = batch.drop_columns(["_minhash"]).filter(pa.array(~gone))
-        stats.drop("near_duplicate", int(gone.sum()))
-        stats.docs_out = out.num_rows
-        stats.chars_out, stats.lines_out = text_totals(out.column("text"))
-        return out, stats
+        return Outcome(drop=np.isin(orders, self.drop), reason="near_duplicate", remove=("_minhash",))
 
 
 def config_from_args(args) -> BooksConfig:

@@ -2,25 +2,32 @@
 steps: the main difference with CCNet is the quality filtering, which mostly relies on heuristics
 such as presence of punctuation marks or the number of words and sentences in a webpage").
 
-    read (JSON lines {"text","timestamp","url"}, gzip or not) -> dedup_in_document -> [line census]
-        -> dedup -> language -> c4_quality
+    read (JSON lines {"text","timestamp","url"}, gzip or not) -> c4_clean_page -> dedup_in_document
+        -> [line census] -> dedup -> c4_deduped_page -> language
 
-Line dedup and language ID are the web pipeline's own steps (`pipeline.dedup`, `pipeline.langid`).
-The quality rules are C4's (Raffel et al. 2020, §2.2; TFDS `c4_utils.clean_page`), per line then per
-page; the thresholds are `C4Config` fields and are listed in docs/sources.md:
+Two rule sets (`C4Config.rules`, `--c4-rules`):
 
-- line: must end in a terminal punctuation mark (. ! ? or a closing quote ");
-- line: at least `min_words_per_line` (3) words;
-- line: no word longer than `max_word_length` (1000) characters;
-- line: no 'javascript' (case-insensitive) - cookie/JS warnings;
-- line: no policy boilerplate ('terms of use', 'privacy policy', 'cookie policy', 'uses cookies',
-  'use of cookies', 'use cookies');
-- line: citation markers '[1]', '[citation needed]', '[edit]' are removed, not the line;
-- page: dropped if it contains 'lorem ipsum' (placeholder text);
-- page: dropped if it contains a curly bracket (code, not prose);
-- page: dropped if fewer than `min_sentences` (5) sentences remain after the line rules.
-C4 also drops pages with a word of the LDNOOBW 'bad words' list; that list is not bundled here (no
-data is invented), so that rule is not applied.
+- `released` (default): RedPajama v1 took the released C4 (allenai/c4 `en`) as it is
+  (data_prep/c4/c4_reformat.py:21-30 only renames fields), so every record is kept unchanged: the
+  stages run but change nothing (the language stage only records lid.176's label and score unless
+  `--languages` asks it to filter).
+- `raw-pages`: C4's own rules for raw Common Crawl pages, as TFDS's c4_utils.py has them (the commit
+  and lines are in docs/fidelity-sources.md), in TFDS's order:
+  1. page: longer than `max_page_chars` (1.9e5) -> `c4_too_long` (`is_valid_length`);
+  2. each line (`clean_page`), stripped: a word longer than 1000 characters drops the line; citation
+     markers `[n]`, `[edit]`, `[citation needed]` are cut out; the line must end in . ? ! or " and
+     not in "..."; it needs >= 5 words; "lorem ipsum" drops the page (`c4_lorem_ipsum`); "javascript"
+     drops the line; a `{` drops the page (`c4_curly_bracket`); policy text ("terms of use",
+     "privacy policy", ...) drops the line; a word of the LDNOOBW list (data/badwords) flanked by
+     non-letters drops the page (`c4_badword`); then the page needs >= 3 sentences
+     (`c4_too_few_sentences`);
+  3. line dedup over all pages (`remove_duplicate_text`): a line is keyed by its stripped, lower-cased
+     text; one copy of each stays (the first page by `_ord`; `--dedup remove_all` drops every copy),
+     repeats inside a page go too; a page left empty (`all_lines_duplicate`) or with < 3 sentences
+     (`c4_too_few_sentences_after_dedup`) goes;
+  4. language: English only (`--languages en`, lid.176 at `--lid-threshold`).
+  Sentences are counted without NLTK's punkt (not in the pinned set): end marks . ! ? (with closing
+  quotes/brackets) before whitespace or the end, at least one per non-empty line, as punkt finds.
 """
 from __future__ import annotations
 
@@ -28,44 +35,67 @@ import dataclasses
 import json
 import os
 import re
+from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+import pyarrow as pa
 
 from pipeline.accounting import StageStats
-from pipeline.dedup import ApplyDedup, HashLines
 from pipeline.langid import IdentifyLanguage
 from pipeline.models import default_lid_path, load_fasttext
-from pipeline.sources.common import BatchBuilder, TextStep, open_maybe_compressed
+from pipeline.sources.common import BatchBuilder, open_maybe_compressed
+from pipeline.step import Outcome, Step, TextStep
 
 SOURCE = "c4"
-STAGES = ["read", "dedup_in_document", "dedup", "language", "c4_quality"]
+STAGES = ["read", "c4_clean_page", "dedup_in_document", "dedup", "c4_deduped_page", "language"]
 GLOBAL = "lines"
+RULES = ("released", "raw-pages")
+BADWORDS = Path(__file__).resolve().parents[2] / "data" / "badwords" / "ldnoobw-en.txt"
 
 
 @dataclasses.dataclass
 class C4Config:
-    dedup_policy: str = "keep_first"  # C4 keeps one copy of a repeated span; `remove_all` is CCNet's rule
+    rules: str = "released"
+    dedup_policy: str = "keep_first"  # C4 keeps one copy of a repeated line; `remove_all` is CCNet's rule
     dedup_range_bits: int = 4
-    languages: tuple[str, ...] | None = ("en",)
+    languages: tuple[str, ...] | None = None  # None keeps every language; raw-pages: ("en",) from the CLI
     lid_threshold: float = 0.5
     lid_model: str = dataclasses.field(default_factory=lambda: os.fspath(default_lid_path()))
-    min_words_per_line: int = 3
+    min_words_per_line: int = 5
     max_word_length: int = 1000
-    min_sentences: int = 5
+    min_sentences: int = 3
+    max_page_chars: int = 190_000
+    badwords: str = os.fspath(BADWORDS)
     batch_records: int = 256
+
+    def __post_init__(self):
+        if self.rules not in RULES:
+            raise ValueError(f"unknown C4 rules {self.rules!r}: one of {', '.join(RULES)}")
+        if self.dedup_policy not in ("keep_first", "remove_all"):
+            raise ValueError(f"unknown dedup policy {self.dedup_policy!r}: keep_first or remove_all")
+
+    @property
+    def raw_pages(self) -> bool:
+        return self.rules == "raw-pages"
 
     def check_models(self) -> None:
         load_fasttext(self.lid_model)
+        if self.raw_pages:
+            load_badwords(self.badwords)
 
     def before(self) -> list:
-        return [HashLines()]
+        if not self.raw_pages:
+            return [Unchanged("c4_clean_page"), C4HashLines(enabled=False)]
+        clean = C4CleanPage(self.min_words_per_line, self.max_word_length, self.min_sentences, self.max_page_chars, self.badwords)
+        return [clean, C4HashLines()]
 
     def after(self) -> list:
-        return [
-            ApplyDedup(self.dedup_policy),
-            IdentifyLanguage(self.lid_model, self.languages, self.lid_threshold),
-            C4Quality(min_words_per_line=self.min_words_per_line, max_word_length=self.max_word_length, min_sentences=self.min_sentences),
-        ]
+        # The executor may put its own line-dedup step first (same rule); the page rule after it is ours.
+        dedup = C4ApplyDedup(self.dedup_policy, enabled=self.raw_pages)
+        deduped = C4DedupedPage(self.min_sentences) if self.raw_pages else Unchanged("c4_deduped_page")
+        threshold = self.lid_threshold if self.languages is not None else 0.0  # no filter: label only
+        return [dedup, deduped, IdentifyLanguage(self.lid_model, self.languages, threshold)]
 
 
 def read(path: str, file_index: int, stats: StageStats, dead: list[dict], config: C4Config) -> Iterator:
@@ -99,69 +129,182 @@ def read(path: str, file_index: int, stats: StageStats, dead: list[dict], config
         yield last
 
 
-_TERMINAL = (".", "!", "?", '"')
+_END_MARKS = (".", "?", "!", '"')
+_ELLIPSIS = "..."
 _POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
-_CITATION = re.compile(r"\s*(?:\[\d+\]|\[citation needed\]|\[edit\])", re.I)
+_CITATION = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
 # A sentence ends at . ! or ? (possibly followed by closing quotes/brackets) before whitespace or the end.
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)")
 
 
 def count_sentences(text: str) -> int:
-    return len(_SENTENCE_END.findall(text))
+    """Sentences of a text, line by line: its end marks, and at least one for a non-empty line."""
+    return sum(max(1, len(_SENTENCE_END.findall(line))) for line in text.split("\n") if line.strip())
+
+
+_BADWORD_PATTERNS: dict = {}
+
+
+def load_badwords(path: str) -> re.Pattern:
+    """The LDNOOBW list as C4's regex: a listed word or phrase with a non-letter on each side."""
+    if path not in _BADWORD_PATTERNS:
+        with open(path, encoding="utf-8") as f:
+            words = [w.strip() for w in f if w.strip()]
+        if not words:
+            raise ValueError(f"{path}: empty bad-words list")
+        _BADWORD_PATTERNS[path] = re.compile("[^a-z](" + "|".join(map(re.escape, words)) + ")[^a-z]")
+    return _BADWORD_PATTERNS[path]
 
 
 @dataclasses.dataclass
-class C4Quality(TextStep):
-    """C4's line and page rules (module doc). Lines dropped are counted in `notes` by rule."""
+class Unchanged(Step):
+    """A stage of the other rule set that keeps every document as it is (released C4)."""
 
-    min_words_per_line: int = 3
+    name: str = "c4_clean_page"
+
+    def process(self, batch, notes):
+        return Outcome()
+
+
+@dataclasses.dataclass
+class C4CleanPage(TextStep):
+    """TFDS's is_valid_length and clean_page (module doc, step 1-2); lines dropped counted by rule."""
+
+    min_words_per_line: int = 5
     max_word_length: int = 1000
-    min_sentences: int = 5
-    name: str = "c4_quality"
+    min_sentences: int = 3
+    max_page_chars: int = 190_000
+    badwords: str = os.fspath(BADWORDS)
+    name: str = "c4_clean_page"
 
     def clean_page(self, text: str, notes) -> tuple[str | None, str | None]:
-        lower = text.lower()
-        if "lorem ipsum" in lower:
-            return None, "c4_lorem_ipsum"
-        if "{" in text:
-            return None, "c4_curly_bracket"
-        kept = []
-        for line in text.split("\n"):
-            line = _CITATION.sub("", line).strip()
-            if not line:
-                continue
-            low = line.lower()
-            words = line.split()
-            if not line.endswith(_TERMINAL):
-                notes["lines_without_terminal_punctuation"] += 1
-            elif len(words) < self.min_words_per_line:
-                notes["lines_too_few_words"] += 1
-            elif max(len(w) for w in words) > self.max_word_length:
+        if len(text) > self.max_page_chars:
+            return None, "c4_too_long"
+        badwords = load_badwords(self.badwords) if self.badwords else None
+        kept, sentences = [], 0
+        for line in text.splitlines():
+            line = line.strip()
+            if any(len(w) > self.max_word_length for w in line.split()):
                 notes["lines_with_too_long_word"] += 1
-            elif "javascript" in low:
+                continue
+            line = _CITATION.sub("", line)
+            if not line.endswith(_END_MARKS) or line.endswith(_ELLIPSIS):
+                notes["lines_without_end_mark"] += 1
+                continue
+            if len(line.split()) < self.min_words_per_line:
+                notes["lines_too_short"] += 1
+                continue
+            lower = line.lower()
+            if "lorem ipsum" in lower:
+                return None, "c4_lorem_ipsum"
+            if "javascript" in lower:
                 notes["lines_with_javascript"] += 1
-            elif any(p in low for p in _POLICY):
+                continue
+            if "{" in line:
+                return None, "c4_curly_bracket"
+            if any(p in lower for p in _POLICY):
                 notes["lines_with_policy_text"] += 1
-            else:
-                kept.append(line)
-        page = "\n".join(kept)
-        if not kept:
-            return None, "c4_no_lines_left"
-        if count_sentences(page) < self.min_sentences:
+                continue
+            if badwords is not None and badwords.search(lower):
+                return None, "c4_badword"
+            sentences += count_sentences(line)
+            kept.append(line)
+        if sentences < self.min_sentences:
             return None, "c4_too_few_sentences"
-        return page, None
+        return "\n".join(kept).strip(), None
 
     def transform(self, text, row, batch, notes):
         return self.clean_page(text, notes)
 
 
+def _line_key(line: str) -> int:
+    import xxhash
+
+    return xxhash.xxh3_64_intdigest(line.strip().lower().encode("utf-8"))
+
+
+@dataclasses.dataclass
+class C4HashLines(Step):
+    """Adds `_line_hashes` (C4's line key: stripped, lower-cased, hashed) and drops a line's repeats
+    inside its page (TFDS's local duplicates). Disabled (released C4): no hashes, text unchanged."""
+
+    enabled: bool = True
+    name: str = "dedup_in_document"
+
+    def process(self, batch, notes):
+        texts, hashes = batch.column("text").to_pylist(), []
+        if self.enabled:
+            for i, text in enumerate(texts):
+                seen, kept, keys = set(), [], []
+                for line in text.split("\n"):
+                    key = _line_key(line)
+                    if key in seen:
+                        notes["lines_repeated_in_page"] += 1
+                        continue
+                    seen.add(key)
+                    kept.append(line)
+                    keys.append(key)
+                texts[i] = "\n".join(kept)
+                hashes.append(keys)
+        else:
+            hashes = [[] for _ in texts]
+        return Outcome(text=texts, columns={"_line_hashes": pa.array(hashes, pa.list_(pa.uint64()))})
+
+
+@dataclasses.dataclass
+class C4ApplyDedup(Step):
+    """Drops the lines another page holds first (keep_first) or that two pages share (remove_all); a
+    page left with no line goes as `all_lines_duplicate` (TFDS's _remove_lines_from_text). Needs
+    `table` set. Disabled (released C4): only removes the (empty) hash column."""
+
+    policy: str = "keep_first"
+    enabled: bool = True
+    table: object = None  # pipeline.dedup.DuplicateTable, set by the executor
+    name: str = "dedup"
+
+    def process(self, batch, notes):
+        if not self.enabled:
+            return Outcome(remove=("_line_hashes",))
+        assert self.table is not None, "C4ApplyDedup.table must be set"
+        lists = batch.column("_line_hashes")
+        hashes = lists.flatten().to_numpy(zero_copy_only=False).astype(np.uint64)
+        lengths = np.diff(lists.offsets.to_numpy(zero_copy_only=False))
+        orders = np.repeat(batch.column("_ord").to_numpy(zero_copy_only=False).astype(np.uint64), lengths)
+        dup, first = self.table.lookup(hashes)
+        drop = dup if self.policy == "remove_all" else dup & (first != orders)
+        bounds = np.r_[0, np.cumsum(lengths)]
+        texts, reasons = batch.column("text").to_pylist(), [None] * batch.num_rows
+        for i in range(batch.num_rows):
+            gone = drop[bounds[i] : bounds[i + 1]]
+            if gone.all() and len(gone):
+                reasons[i] = "all_lines_duplicate"
+            elif gone.any():
+                texts[i] = "\n".join(line for line, g in zip(texts[i].split("\n"), gone) if not g)
+        return Outcome(drop=reasons, text=texts, remove=("_line_hashes",))
+
+
+@dataclasses.dataclass
+class C4DedupedPage(Step):
+    """A page that line dedup left with fewer than `min_sentences` sentences goes (TFDS's
+    _remove_lines_from_text)."""
+
+    min_sentences: int = 3
+    name: str = "c4_deduped_page"
+
+    def process(self, batch, notes):
+        few = np.array([count_sentences(t) < self.min_sentences for t in batch.column("text").to_pylist()])
+        return Outcome(drop=few, reason="c4_too_few_sentences_after_dedup")
+
+
 def config_from_args(args) -> C4Config:
     d = C4Config()
-    languages = args.languages or "en"
+    rules = getattr(args, "c4_rules", None) or d.rules
+    languages = getattr(args, "languages", None) or ("en" if rules == "raw-pages" else "all")
     return C4Config(
-        dedup_policy=args.dedup or d.dedup_policy,
+        rules=rules,
+        dedup_policy=getattr(args, "dedup", None) or d.dedup_policy,
         languages=None if languages == "all" else tuple(x for x in languages.split(",") if x),
-        lid_threshold=args.lid_threshold,
-        lid_model=args.lid_model or d.lid_model,
-        batch_records=args.batch_records or d.batch_records,
+        lid_threshold=getattr(args, "lid_threshold", None) if getattr(args, "lid_threshold", None) is not None else d.lid_threshold,
+        lid_model=getattr(args, "lid_model", None) or d.lid_model,
+        batch_records=getattr(args, "batch_records", None) or d.batch_records,
     )

@@ -21,16 +21,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.accounting import StageStats
 from pipeline.runs import InputError, open_input
 from pipeline.schema import ORD_FILE_SHIFT, WORK_FIELDS, document_id
-from pipeline.step import Outcome, Step, TextStep, line_counts, text_totals  # noqa: F401 (TextStep, text_totals: re-exported)
+from pipeline.step import Outcome, Step
 
 BASE_FIELDS = WORK_FIELDS
-
-
-def count_lines(text: str) -> int:
-    return text.count("\n") + 1 if text else 0
 
 
 class BatchBuilder:
@@ -44,7 +39,7 @@ class BatchBuilder:
 
     def add(self, record: int, native_id: str, text: str, url: str | None = None, metadata: dict | None = None, **extra):
         """Add one document; returns a full batch `(batch_no, batch)` when one is ready, else None."""
-        n = count_lines(text)
+        n = text.count("\n") + 1 if text else 0  # as pipeline.step.line_counts
         self.rows.append(
             {
                 "_ord": (self.file_index << ORD_FILE_SHIFT) | record,
@@ -132,17 +127,7 @@ def local_name(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-# --- small helpers for steps -----------------------------------------------------------------------
-
-def replace_columns(batch: pa.RecordBatch, **columns: pa.Array) -> pa.RecordBatch:
-    for name, values in columns.items():
-        i = batch.schema.get_field_index(name)
-        if i < 0:
-            batch = batch.append_column(name, values)
-        else:
-            batch = batch.set_column(i, batch.schema.field(i).with_type(values.type), values)
-    return batch
-
+# --- steps every source uses ---------------------------------------------------------------------
 
 @dataclasses.dataclass
 class DropEmpty(Step):

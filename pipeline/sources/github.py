@@ -3,25 +3,32 @@ licenses. Additionally, we filtered low quality files with heuristics based on t
 proportion of alphanumeric characters, and removed boilerplate, such as headers, with regular
 expressions. Finally, we deduplicate the resulting dataset at the file level, with exact matches.")
 
-    read -> license -> code_quality -> boilerplate -> hash_content -> [file census] -> exact_dedup
+    read -> license -> skip_files -> hash_content -> [file census] -> exact_dedup -> boilerplate
+        -> code_quality
+
+RedPajama v1's pipeline (data_prep/github, rp_v1), step for step, in its order:
+- license: the BigQuery query keeps `license LIKE 'mit%' OR 'bsd%' OR 'apache%'` (README.md:38-40):
+  a licence is allowed when its id starts with one of `allowed_licenses` (mit, bsd, apache), in any
+  case, so BigQuery's `mit`, `apache-2.0`, `bsd-3-clause` and SPDX's `MIT`, `Apache-2.0` pass. An
+  SPDX expression is evaluated (`A OR B`: one side allowed; `A AND B`: both);
+- skip_files: `.crt` certificates and a file whose path is `LICENSE` are skipped
+  (github_clean_dedup_local.py:105-110);
+- exact dedup: on the file's content as read, before any cleaning (github_clean_dedup_local.py:113,
+  github_global_dedup.py): the first file in input order stays, the others go as `duplicate_file`;
+- boilerplate: github_clean_dedup_local.py's `clean_copyright_comments` (:19-59): the first
+  `/* ... */` block of the file is cut if it mentions "copyright" (and then nothing else is done);
+  a file with no such block loses its leading run of lines starting with `//`, `#`, `--` or empty;
+- code_quality (github_run_filter.py:40-72): empty (`empty`); path not ending in one of the
+  `EXTENSIONS` (`extension`); longest line > 1000 (`long_line`); mean line length > 100
+  (`long_mean_line`); alphanumeric share < 0.25 (`low_alnum`); alphabetic characters per token
+  < 1.5 (`low_alpha_per_token`, only with a tokenizer: RedPajama counts Pythia's BPE tokens, which
+  are not bundled; `tokenizer_model` takes a SentencePiece model instead).
 
 Inputs, either:
 - JSON lines (gzip or not) of {"repo_name" (or "repo"), "path", "license", "content"}, one file each
   (the BigQuery `github_repos` export / the shared corpus layout); or
 - a directory: a checkout of one repository (files under it, `.git` skipped); its licence is
   recognised from the LICENSE / LICENCE / COPYING file at its root by the regular expressions below.
-
-Rules and thresholds (`GitHubConfig`, docs/sources.md):
-- licence: the SPDX expression must be satisfiable with `allowed_licenses` (MIT, Apache-2.0,
-  BSD-2-Clause, BSD-3-Clause): an `OR` needs one allowed side, an `AND` needs both; others go as
-  `license`;
-- quality (the Codex / RedPajama heuristics): a line longer than `max_line_length` (1000) chars, a
-  mean line length over `max_mean_line_length` (100), or an alphanumeric share under
-  `min_alnum_fraction` (0.25) drops the file (`long_line`, `long_mean_line`, `low_alnum`);
-- boilerplate: a comment block at the top of the file (after a shebang / encoding line) that
-  mentions a licence or copyright is removed (`#`, `//`, `/* */`, `<!-- -->`, `--`, `;` comments);
-  a file left empty goes as `empty`;
-- exact dedup: files with byte-identical (post-boilerplate) text: the first in input order stays.
 """
 from __future__ import annotations
 
@@ -33,25 +40,24 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.accounting import StageStats
 from pipeline.runs import InputError, read_bytes
-from pipeline.sources.common import (
-    ApplyExactDedup,
-    BatchBuilder,
-    DropEmpty,
-    HashContent,
-    TextStep,
-    open_maybe_compressed,
-    text_totals,
-)
+from pipeline.sources.common import ApplyExactDedup, BatchBuilder, HashContent, open_maybe_compressed
+from pipeline.step import Outcome, Step, TextStep
 
 SOURCE = "github"
-STAGES = ["read", "license", "code_quality", "boilerplate", "drop_empty", "hash_content", "exact_dedup"]
+STAGES = ["read", "license", "skip_files", "hash_content", "exact_dedup", "boilerplate", "code_quality"]
 GLOBAL = "exact"
-ALLOWED = ("MIT", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause")
-EXTRA_FIELDS = [pa.field("_license", pa.string())]
+ALLOWED = ("mit", "bsd", "apache")  # prefixes, any case: RedPajama's query (README.md:38-40)
+# github_run_filter.py:18-28, in its order; a path must end with one of them (case-sensitive)
+EXTENSIONS = (".asm", ".bat", ".cmd", ".c", ".h", ".cs", ".cpp", ".hpp", ".c++", ".h++", ".cc", ".hh", ".C", ".H",
+              ".cmake", ".css", ".dockerfile", ".f90", ".f", ".f03", ".f08", ".f77", ".f95", ".for", ".fpp", ".go", ".hs",
+              ".html", ".java", ".js", ".jl", ".lua", ".md", ".markdown", ".php", ".php3", ".php4", ".php5",
+              ".phps", ".phpt", ".pl", ".pm", ".pod", ".perl", ".ps1", ".psd1", ".psm1", ".py", ".rb", ".rs", ".sql",
+              ".scala", ".sh", ".bash", ".command", ".zsh", ".ts", ".tsx", ".tex", ".vb", "Dockerfile", "Makefile",
+              ".xml", ".rst", ".m", ".smali")
+EXTRA_FIELDS = [pa.field("_license", pa.string()), pa.field("_path", pa.string())]
 
 
 @dataclasses.dataclass
@@ -60,6 +66,8 @@ class GitHubConfig:
     max_line_length: int = 1000
     max_mean_line_length: float = 100.0
     min_alnum_fraction: float = 0.25
+    min_alpha_per_token: float = 1.5
+    tokenizer_model: str | None = None  # a SentencePiece model; None: the alpha-per-token rule is off
     max_file_bytes: int = 1 << 20  # a file bigger than 1 MiB is data or generated, not code
     dedup_range_bits: int = 4
     batch_records: int = 256
@@ -68,16 +76,15 @@ class GitHubConfig:
         pass
 
     def before(self) -> list:
-        return [
-            LicenseFilter(self.allowed_licenses),
-            CodeQuality(self.max_line_length, self.max_mean_line_length, self.min_alnum_fraction),
-            StripBoilerplate(),
-            DropEmpty(),
-            HashContent(),
-        ]
+        return [LicenseFilter(self.allowed_licenses), SkipFiles(), HashContent()]
 
     def after(self) -> list:
-        return [ApplyExactDedup(reason="duplicate_file")]
+        return [
+            ApplyExactDedup(reason="duplicate_file"),
+            StripBoilerplate(),
+            CodeQuality(self.max_line_length, self.max_mean_line_length, self.min_alnum_fraction,
+                        self.min_alpha_per_token, self.tokenizer_model),
+        ]
 
 
 def expand(patterns: list[str]) -> list[str]:
@@ -99,7 +106,7 @@ def read(path: str, file_index: int, stats: StageStats, dead: list[dict], config
     records = _read_directory(path, stats, dead, config) if os.path.isdir(path) else _read_jsonl(path, stats, dead, config)
     for record, repo, file_path, license_, content in records:
         meta = {"repo_name": repo, "path": file_path, "license": license_}
-        full = builder.add(record, f"{repo}/{file_path}", content, url=f"https://github.com/{repo}/blob/HEAD/{file_path}", metadata=meta, _license=license_)
+        full = builder.add(record, f"{repo}/{file_path}", content, url=f"https://github.com/{repo}/blob/HEAD/{file_path}", metadata=meta, _license=license_, _path=file_path)
         if full:
             yield full
     last = builder.flush()
@@ -191,8 +198,9 @@ _SPDX_TOKEN = re.compile(r"\(|\)|\bAND\b|\bOR\b|\bWITH\b|[^\s()]+")
 
 
 def license_allowed(expression: str, allowed: tuple[str, ...]) -> bool:
-    """Evaluates an SPDX expression ('MIT OR Apache-2.0', '(MIT AND BSD-3-Clause)') against the allowed
-    set: OR needs one allowed side, AND both. Unknown or empty -> not allowed."""
+    """Evaluates a licence id or SPDX expression ('mit', 'MIT OR Apache-2.0', '(MIT AND BSD-3-Clause)')
+    against the allowed prefixes (any case): OR needs one allowed side, AND both. Empty -> not allowed."""
+    prefixes = tuple(p.lower() for p in allowed)
     tokens = _SPDX_TOKEN.findall(expression or "")
     pos = 0
 
@@ -207,7 +215,7 @@ def license_allowed(expression: str, allowed: tuple[str, ...]) -> bool:
             if pos < len(tokens) and tokens[pos] == ")":
                 pos += 1
             return value
-        ok = tok.rstrip("+") in allowed
+        ok = tok.lower().startswith(prefixes)
         if pos < len(tokens) and tokens[pos] == "WITH":  # an exception clause keeps the licence's verdict
             pos += 2
         return ok
@@ -232,88 +240,99 @@ def license_allowed(expression: str, allowed: tuple[str, ...]) -> bool:
 
 
 @dataclasses.dataclass
-class LicenseFilter:
+class LicenseFilter(Step):
     allowed: tuple[str, ...] = ALLOWED
     name: str = "license"
 
-    def __call__(self, batch):
-        stats = StageStats(self.name, docs_in=batch.num_rows)
-        stats.chars_in, stats.lines_in = text_totals(batch.column("text"))
+    def process(self, batch, notes):
         licenses = batch.column("_license").to_pylist()
         verdict = {lic: license_allowed(lic, self.allowed) for lic in set(licenses)}
-        keep = np.array([verdict[lic] for lic in licenses], dtype=bool)
-        out = batch.filter(pa.array(keep))
-        stats.drop("license", int((~keep).sum()))
-        stats.docs_out = out.num_rows
-        stats.chars_out, stats.lines_out = text_totals(out.column("text"))
-        return out, stats
+        return Outcome(drop=np.array([not verdict[lic] for lic in licenses]), reason="license", remove=("_license",))
 
 
 @dataclasses.dataclass
-class CodeQuality:
-    """Line-length and alphanumeric-share rules, vectorised over the batch with pyarrow.compute."""
+class SkipFiles(Step):
+    """Certificates and the repository's LICENSE file are not code (github_clean_dedup_local.py:105-110)."""
+
+    name: str = "skip_files"
+
+    def process(self, batch, notes):
+        paths = batch.column("_path").to_pylist()
+        return Outcome(drop=[("certificate" if p.endswith(".crt") else "license_file" if p == "LICENSE" else None) for p in paths])
+
+
+def file_stats(text: str) -> tuple[int, float, float]:
+    """(longest line, mean line length, alphanumeric share) as github_clean_dedup_local.py:62-89 has
+    them: lines by str.splitlines, mean = characters / lines, share of str.isalnum characters."""
+    lengths = [len(line) for line in text.splitlines()]
+    if not lengths:
+        return 0, 0.0, 0.0
+    return max(lengths), len(text) / len(lengths), sum(c.isalnum() for c in text) / len(text)
+
+
+@dataclasses.dataclass
+class CodeQuality(Step):
+    """github_run_filter.py's `discard_record` (:40-72), rule for rule, first failing rule named."""
 
     max_line_length: int = 1000
     max_mean_line_length: float = 100.0
     min_alnum_fraction: float = 0.25
+    min_alpha_per_token: float = 1.5
+    tokenizer_model: str | None = None
     name: str = "code_quality"
 
-    def __call__(self, batch):
-        stats = StageStats(self.name, docs_in=batch.num_rows)
-        text = batch.column("text")
-        stats.chars_in, stats.lines_in = text_totals(text)
-        if batch.num_rows == 0:
-            return batch, stats
-        lines = pc.split_pattern(text, "\n")
-        lengths = pc.utf8_length(lines.flatten()).to_numpy(zero_copy_only=False)
-        offsets = lines.offsets.to_numpy(zero_copy_only=False)
-        offsets = offsets - offsets[0]
-        counts = np.diff(offsets)
-        max_len = np.maximum.reduceat(lengths, offsets[:-1]) if len(lengths) else np.zeros(batch.num_rows)
-        max_len = np.where(counts > 0, max_len, 0)
-        total = pc.utf8_length(text).to_numpy(zero_copy_only=False).astype(np.float64)
-        mean_len = total / np.maximum(counts, 1)
-        non_alnum = pc.utf8_length(pc.replace_substring_regex(text, r"[\p{L}\p{N}]", "")).to_numpy(zero_copy_only=False)
-        alnum = (total - non_alnum) / np.maximum(total, 1)
-        long_line = max_len > self.max_line_length
-        long_mean = ~long_line & (mean_len > self.max_mean_line_length)
-        low_alnum = ~long_line & ~long_mean & (alnum < self.min_alnum_fraction)
-        stats.drop("long_line", int(long_line.sum()))
-        stats.drop("long_mean_line", int(long_mean.sum()))
-        stats.drop("low_alnum", int(low_alnum.sum()))
-        out = batch.filter(pa.array(~(long_line | long_mean | low_alnum)))
-        stats.docs_out = out.num_rows
-        stats.chars_out, stats.lines_out = text_totals(out.column("text"))
-        return out, stats
+    def reason(self, text: str, path: str, tokenizer) -> str | None:
+        if not text:
+            return "empty"
+        if not path.endswith(EXTENSIONS):
+            return "extension"
+        longest, mean, alnum = file_stats(text)
+        if longest > self.max_line_length:
+            return "long_line"
+        if mean > self.max_mean_line_length:
+            return "long_mean_line"
+        if alnum < self.min_alnum_fraction:
+            return "low_alnum"
+        if tokenizer is not None:
+            tokens = len(tokenizer.encode(text))
+            if sum(c.isalpha() for c in text) / max(tokens, 1) < self.min_alpha_per_token:
+                return "low_alpha_per_token"
+        return None
+
+    def process(self, batch, notes):
+        tokenizer = _sentencepiece(self.tokenizer_model) if self.tokenizer_model else None
+        texts, paths = batch.column("text").to_pylist(), batch.column("_path").to_pylist()
+        return Outcome(drop=[self.reason(t, p, tokenizer) for t, p in zip(texts, paths)], remove=("_path",))
 
 
-_LICENSE_WORDS = re.compile(
-    r"copyright|spdx-license-identifier|licen[cs]ed under|all rights reserved|permission is hereby granted|"
-    r"redistribution and use|free software|without warranty|\(c\)\s*\d{4}|licen[cs]e:",
-    re.I,
-)
-_PREAMBLE = re.compile(r"\A(?:#![^\n]*\n|[ \t]*#[^\n]*coding[:=][^\n]*\n)*")
-# One comment block at the very start: a run of line comments, or one block comment.
-_HEADER_BLOCK = re.compile(
-    r"\A(?:[ \t]*\n)*(?:"
-    r"(?:[ \t]*(?:#|//|--|;+)[^\n]*(?:\n|\Z))+"  # line comments
-    r"|[ \t]*/\*.*?\*/[ \t]*(?:\n|\Z)"  # C block comment
-    r"|[ \t]*<!--.*?-->[ \t]*(?:\n|\Z)"  # HTML/XML comment
-    r"|[ \t]*(?:\"\"\"|''')(?:(?!\"\"\"|''').)*?(?:\"\"\"|''')[ \t]*(?:\n|\Z)"  # a Python module docstring
-    r")",
-    re.S,
-)
+_TOKENIZERS: dict = {}
+
+
+def _sentencepiece(path: str):
+    if path not in _TOKENIZERS:
+        import sentencepiece
+
+        _TOKENIZERS[path] = sentencepiece.SentencePieceProcessor(model_file=path)
+    return _TOKENIZERS[path]
+
+
+_BLOCK_COMMENT = re.compile(r"/\*[^*]*\*+(?:[^/*][^*]*\*+)*/")  # github_clean_dedup_local.py:20
+_COPYRIGHT = re.compile("copyright", re.I)
+_COMMENT_OR_EMPTY = ("//", "#", "--")
 
 
 def strip_license_header(text: str) -> tuple[str, bool]:
-    """Removes the first comment block if it is a licence / copyright header; keeps shebang/encoding."""
-    preamble = _PREAMBLE.match(text).group(0)
-    rest = text[len(preamble) :]
-    m = _HEADER_BLOCK.match(rest)
-    if not m or not _LICENSE_WORDS.search(m.group(0)):
+    """github_clean_dedup_local.py's `clean_copyright_comments`: (new text, whether it changed)."""
+    block = _BLOCK_COMMENT.search(text)
+    if block:  # a file with a C block comment: only that block can go, and only if it names copyright
+        if _COPYRIGHT.search(block.group(0)):
+            return text[: block.start()] + text[block.end() :], True
         return text, False
-    body = rest[m.end() :].lstrip("\n")
-    return preamble + body, True
+    lines = text.split("\n")
+    skip = 0
+    while skip < len(lines) and (not lines[skip] or lines[skip].startswith(_COMMENT_OR_EMPTY)):
+        skip += 1
+    return ("\n".join(lines[skip:]), True) if skip else (text, False)
 
 
 @dataclasses.dataclass
@@ -323,11 +342,15 @@ class StripBoilerplate(TextStep):
     def transform(self, text, row, batch, notes):
         new, removed = strip_license_header(text)
         if removed:
-            notes["license_headers_removed"] += 1
+            notes["headers_removed"] += 1
         return new, None
 
 
 def config_from_args(args) -> GitHubConfig:
     d = GitHubConfig()
-    allowed = tuple(x for x in (args.licenses or ",".join(d.allowed_licenses)).split(",") if x)
-    return GitHubConfig(allowed_licenses=allowed, batch_records=args.batch_records or d.batch_records)
+    allowed = tuple(x for x in (getattr(args, "licenses", None) or ",".join(d.allowed_licenses)).split(",") if x)
+    return GitHubConfig(
+        allowed_licenses=allowed,
+        tokenizer_model=getattr(args, "github_tokenizer", None),
+        batch_records=getattr(args, "batch_records", None) or d.batch_records,
+    )

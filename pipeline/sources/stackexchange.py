@@ -3,17 +3,21 @@ from text and sorted the answers by score (from highest to lowest).")
 
     read (a site's Posts.xml from the data dump, .xml / .xml.gz / .xml.bz2) -> html_to_text -> drop_empty
 
-- read: the site is the name of the folder holding Posts.xml (`coffee.stackexchange.com/Posts.xml`,
-  as the dump's archives unpack) or `--site` when given one file; `--sites` selects sites (a file
-  of another site is skipped whole, counted under notes). The XML is parsed with a defusedxml
-  guard (an entity declaration - an XML bomb - is refused with an error naming the file).
-  A question (PostTypeId 1) is a document; its answers (PostTypeId 2, by ParentId) are attached,
-  sorted by Score, highest first (ties: lower Id first). Other post types (tag wikis, moderator
-  nominations...) are not documents: counted under notes; so are answers whose question is not in
-  the file. A row without Id or Body is `malformed_record` (dead letter with the row's number).
-- html_to_text: the question's title, body and each answer's body are converted from HTML to plain
-  text (Resiliparse `extract_plain_text`, all content, formatting kept: paragraphs, lists, code)
-  and laid out as  'Q: <title>\\n\\n<body>\\n\\nA: <answer 1>\\n\\nA: <answer 2>...'.
+- sites: RedPajama's rule (count.py, filter.py:21-22): the 28 sites with most posts (questions +
+  answers) among the inputs; `corpusmill source stackexchange` chooses them from its inputs
+  (`--top-sites N`, `--sites a,b` names them, `--sites all` keeps every one). A file of a site not
+  chosen is skipped whole, counted under notes. The site is the name of the folder holding
+  Posts.xml (`coffee.stackexchange.com/Posts.xml`, as the dump's archives unpack) or `--site`.
+- read: the XML is parsed with a defusedxml guard (an entity declaration - an XML bomb - is refused
+  with an error naming the file). A question (PostTypeId 1) is a document; its answers (PostTypeId
+  2, by ParentId) are attached, sorted by Score as a number, highest first (ties: lower Id first).
+  Other post types (tag wikis, moderator nominations...) are not documents: counted under notes; so
+  are answers whose question is not in the file. A row without Id or Body is `malformed_record`
+  (dead letter with the row's number).
+- html_to_text: title, question and answers from HTML to plain text (Resiliparse
+  `extract_plain_text`, formatting kept: paragraphs, lists, code), laid out as RedPajama's
+  post_processing.py does: 'Q: <title> <question>\nA: <answer 1>\nA: <answer 2>...'.
+
 The whole file's posts are grouped in memory (a site's questions and answers are interleaved by
 date in the dump); the largest site dumps need that much memory once per file.
 """
@@ -21,17 +25,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from typing import Iterator
 
 import pyarrow as pa
 
 from pipeline.accounting import StageStats
 from pipeline.runs import InputError, expand_inputs
-from pipeline.sources.common import BatchBuilder, DropEmpty, local_name, open_maybe_compressed, replace_columns, safe_iterparse, text_totals, count_lines
+from pipeline.sources.common import BatchBuilder, DropEmpty, local_name, open_maybe_compressed, safe_iterparse
+from pipeline.step import Outcome, Step, text_totals
 
 SOURCE = "stackexchange"
 STAGES = ["read", "html_to_text", "drop_empty"]
 GLOBAL = None
+TOP_SITES = 28  # LLaMA §2.1 "the 28 largest websites"; RedPajama filter.py:21-22
 EXTRA_FIELDS = [pa.field("_title", pa.string()), pa.field("_answers", pa.list_(pa.string()))]
 
 
@@ -142,30 +149,69 @@ def html_to_text(html: str) -> str:
     return extract_plain_text(html, main_content=False, preserve_formatting=True, list_bullets=True, alt_texts=False, links=False).strip()
 
 
+def qa_text(title: str, question_html: str, answers_html: list[str]) -> str:
+    """RedPajama's layout (post_processing.py:43-46): 'Q: <title> <question>' then one '\nA: <answer>'
+    per answer, answers already in score order."""
+    question = f"{title.strip()} {html_to_text(question_html)}".strip()
+    return "".join([f"Q: {question}"] + [f"\nA: {html_to_text(a)}" for a in answers_html])
+
+
 @dataclasses.dataclass
-class HtmlToText:
+class HtmlToText(Step):
+    """Question title, body and the ranked answers -> the Q:/A: text (`qa_text`)."""
+
     name: str = "html_to_text"
 
-    def __call__(self, batch):
-        stats = StageStats(self.name, docs_in=batch.num_rows, docs_out=batch.num_rows)
-        body = batch.column("text")
-        answers = batch.column("_answers").to_pylist()
-        titles = batch.column("_title").to_pylist()
-        stats.chars_in = sum(len(b) for b in body.to_pylist()) + sum(len(a) for ans in answers for a in ans) + sum(len(t) for t in titles)
-        stats.lines_in = text_totals(body)[1]
-        texts = []
-        for title, q, ans in zip(titles, body.to_pylist(), answers):
-            parts = [f"Q: {title.strip()}\n\n{html_to_text(q)}".strip()]
-            parts += [f"A: {html_to_text(a)}" for a in ans]
-            texts.append("\n\n".join(parts))
-        new = pa.array(texts, pa.string())
-        out = replace_columns(batch.drop_columns(["_title", "_answers"]), text=new,
-                              nlines=pa.array([count_lines(t) for t in texts], pa.int32()))
-        stats.chars_out, stats.lines_out = text_totals(new)
-        return out, stats
+    def measure(self, batch):
+        chars, lines = text_totals(batch.column("text"))
+        if "_answers" in batch.schema.names:  # before: the question, its title and its answers are the input
+            chars += sum(len(t) for t in batch.column("_title").to_pylist())
+            chars += sum(len(a) for ans in batch.column("_answers").to_pylist() for a in ans)
+        return chars, lines
+
+    def process(self, batch, notes):
+        titles, bodies, answers = (batch.column(c).to_pylist() for c in ("_title", "text", "_answers"))
+        return Outcome(text=[qa_text(t, q, a) for t, q, a in zip(titles, bodies, answers)], remove=("_title", "_answers"))
+
+
+def count_posts(path: str) -> int:
+    """Questions + answers of one Posts.xml: its `<row` elements, as RedPajama's count.py:16-19 counts
+    them (one row per line, header and footer lines not counted)."""
+    n = 0
+    with open_maybe_compressed(path) as f:
+        for line in f:
+            n += line.lstrip().startswith(b"<row")
+    return n
+
+
+def largest_sites(paths: list[str], n: int, config: "StackExchangeConfig") -> tuple[str, ...]:
+    """The `n` sites with most posts among the inputs (RedPajama filter.py:21-22: the first 28 of the
+    sites sorted by post count); ties broken by site name so the choice does not depend on order."""
+    counts: dict[str, int] = {}
+    for p in paths:
+        site = site_of(p, config)
+        counts[site] = counts.get(site, 0) + count_posts(p)
+    ranked = sorted(counts, key=lambda s: (-counts[s], s))
+    return tuple(sorted(ranked[:n]))
 
 
 def config_from_args(args) -> StackExchangeConfig:
+    """`--sites a,b` keeps those sites; otherwise `--top-sites N` (default 28, LLaMA's and RedPajama's
+    number; 0 or `--sites all`: every site) keeps the N inputs' sites with most posts."""
     d = StackExchangeConfig()
-    sites = None if not args.sites or args.sites == "all" else tuple(x for x in args.sites.split(",") if x)
-    return StackExchangeConfig(sites=sites, site=args.site, batch_records=args.batch_records or d.batch_records)
+    given = getattr(args, "sites", None)
+    site = getattr(args, "site", None)
+    top = getattr(args, "top_sites", None)
+    top = TOP_SITES if top is None else top
+    if given and given != "all":
+        sites = tuple(x for x in given.split(",") if x)
+    elif given == "all" or not top:
+        sites = None
+    else:
+        from pipeline.sources import expand
+
+        paths = expand(sys.modules[__name__], args.input)
+        by_site = {site_of(p, StackExchangeConfig(site=site)) for p in paths}
+        # counting posts is a pass over every dump: only needed when there are more sites than kept
+        sites = None if len(by_site) <= top else largest_sites(paths, top, StackExchangeConfig(site=site))
+    return StackExchangeConfig(sites=sites, site=site, batch_records=getattr(args, "batch_records", None) or d.batch_records)

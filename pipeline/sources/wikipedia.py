@@ -15,24 +15,32 @@ Rules (docs/sources.md):
   `non_article_namespace`; a dump whose language (the root's xml:lang, else the dbname `xxwiki`,
   else --dump-language) is not in `languages` (default: the paper's 20) has its pages dropped as
   `language`;
-- wikitext_to_text, with mwparserfromhell: internal links -> their label (or target), external links
-  -> their label (a bare URL goes), templates, comments, <ref>s, tables, galleries, math, File:/
-  Image:/Category: links and interlanguage links removed; headings kept as their own line; HTML
-  formatting tags reduced to their content, entities decoded; behaviour switches (__TOC__) removed;
-  runs of blank lines collapsed. The title is the first line of the text.
+- wikitext_to_text, with mwparserfromhell, as RedPajama's Wikipedia (the HF `wikipedia` builder's
+  `_parse_and_clean_wikicode`) does and more strictly, so that no markup is left: wiki tables are
+  removed by their lines first (also indented or malformed ones the parser would leave as text);
+  bold/italic quotes are parsed as text and removed (an unbalanced one otherwise makes the parser
+  give up on the table or link around it); internal links -> their label (or target), external links
+  -> their label (a bare URL goes); templates, comments, <ref>s, galleries, math removed; File: and
+  Image: links (and their names in the 20 languages, or any namespaced link with an image option
+  such as `thumb`) removed with their caption; Category: links kept as the category's name, as the
+  reference does; interlanguage and other-namespace links removed; headings kept as their own line;
+  other HTML tags, <sub>/<sup> included, reduced to their content; entities decoded; behaviour
+  switches (__TOC__) removed; a line still holding table or template syntax removed (counted in
+  notes as `markup_lines_removed`); runs of blank lines collapsed. The title is the first line.
 """
 from __future__ import annotations
 
 import dataclasses
+import html
 import re
 from typing import Iterator
 
-import numpy as np
 import pyarrow as pa
 
 from pipeline.accounting import StageStats
 from pipeline.runs import InputError
-from pipeline.sources.common import BatchBuilder, DropEmpty, TextStep, local_name, open_maybe_compressed, safe_iterparse, text_totals
+from pipeline.sources.common import BatchBuilder, DropEmpty, local_name, open_maybe_compressed, safe_iterparse
+from pipeline.step import Outcome, Step, TextStep
 
 SOURCE = "wikipedia"
 STAGES = ["read", "article_filter", "wikitext_to_text", "drop_empty"]
@@ -136,67 +144,117 @@ def _page_url(base: str | None, title: str) -> str | None:
 
 
 @dataclasses.dataclass
-class ArticleFilter:
+class ArticleFilter(Step):
     languages: tuple[str, ...] | None = LLAMA_LANGUAGES
     name: str = "article_filter"
 
-    def __call__(self, batch):
-        stats = StageStats(self.name, docs_in=batch.num_rows)
-        stats.chars_in, stats.lines_in = text_totals(batch.column("text"))
-        redirect = batch.column("_redirect").to_numpy(zero_copy_only=False).astype(bool)
-        ns = batch.column("_ns").to_numpy(zero_copy_only=False)
-        lang = np.array(batch.column("_language").to_pylist(), dtype=object)
-        wrong_lang = np.zeros(batch.num_rows, bool) if self.languages is None else ~np.isin(lang, list(self.languages))
-        is_redirect = ~wrong_lang & redirect
-        other_ns = ~wrong_lang & ~redirect & (ns != 0)
-        stats.drop("language", int(wrong_lang.sum()))
-        stats.drop("redirect", int(is_redirect.sum()))
-        stats.drop("non_article_namespace", int(other_ns.sum()))
-        keep = ~(wrong_lang | is_redirect | other_ns)
-        out = batch.filter(pa.array(keep)).drop_columns(["_ns", "_redirect"])
-        out = out.set_column(out.schema.get_field_index("_language"), "language", out.column("_language"))
-        stats.docs_out = out.num_rows
-        stats.chars_out, stats.lines_out = text_totals(out.column("text"))
-        return out, stats
+    def process(self, batch, notes):
+        redirect = batch.column("_redirect").to_pylist()
+        ns = batch.column("_ns").to_pylist()
+        lang = batch.column("_language").to_pylist()
+        reasons = [
+            "language" if self.languages is not None and l not in self.languages
+            else "redirect" if r else "non_article_namespace" if n != 0 else None
+            for l, r, n in zip(lang, redirect, ns)
+        ]
+        return Outcome(drop=reasons, columns={"language": batch.column("_language")}, remove=("_ns", "_redirect", "_language"))
 
 
-# Tags whose content is not prose: removed with their content.
+# Tags whose content is not prose: removed with their content (the reference removes <ref> and tables).
 DROP_TAGS = {
     "ref", "references", "table", "gallery", "math", "chem", "ce", "timeline", "score", "graph", "imagemap",
     "syntaxhighlight", "source", "pre", "code", "templatedata", "noinclude", "includeonly", "mapframe",
-    "maplink", "hiero", "inputbox", "categorytree", "sup", "sub",
+    "maplink", "hiero", "inputbox", "categorytree",
 }
 # Wiki-markup tags whose marker carries no text (list bullets, definition markers, rules).
 MARKER_TAGS = {"li", "dt", "dd", "hr"}
-DROP_LINK_PREFIXES = {"file", "image", "category", "media", "wikipedia", "wp", "help", "template", "portal", "special", "user", "talk", "wikt", "wiktionary", "s", "commons", "meta", "mw", "d", "q", "n", "b", "v", "voy"}
+# File/Media namespaces (the reference's File|Image|Media plus their names in the 20 languages): the
+# link goes with its caption.
+MEDIA_PREFIXES = {
+    "file", "image", "media", "datei", "bild", "fichier", "archivo", "imagen", "immagine", "bestand", "afbeelding",
+    "plik", "grafika", "ficheiro", "imagem", "arquivo", "fișier", "imagine", "файл", "изображение", "зображення",
+    "soubor", "obrázek", "fil", "billede", "fitxer", "imatge", "datoteka", "slika", "fájl", "kép", "фајл", "слика",
+}
+# Category namespaces: the reference keeps a category link as its name, without the prefix.
+CATEGORY_PREFIXES = {
+    "category", "kategorie", "catégorie", "categoría", "categoria", "categorie", "kategoria", "категория",
+    "kategori", "kategorija", "kategória", "категорија", "категорія", "kategória",
+}
+# Other namespaces and sister projects: the link goes.
+DROP_LINK_PREFIXES = {"wikipedia", "wp", "help", "template", "portal", "special", "user", "talk", "wikt", "wiktionary",
+                      "s", "commons", "meta", "mw", "d", "q", "n", "b", "v", "voy"} | MEDIA_PREFIXES
 _INTERLANGUAGE = re.compile(r"^[a-z]{2,3}(-[a-z]+)?$")
+# Image options: a namespaced link with one of them is a file link in any language ([[Lêer:x.jpg|thumb|..]]).
+_IMAGE_OPTION = re.compile(r"^\s*(?:thumb|thumbnail|frame|framed|frameless|border|upright(?:=[\d.]+)?|left|right|center|centre|"
+                           r"none|mini|miniatur|vignette|miniatura|links|rechts|hochkant(?:=[\d.]+)?|\d*x?\d+px)\s*$", re.I)
 _SWITCH = re.compile(r"__[A-Z]+__")
 _LEFTOVER_REF = re.compile(r"<ref[^>]*/>|<ref[^>]*>.*?</ref\s*>", re.S | re.I)
 _LEFTOVER_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
 _BLANKS = re.compile(r"\n[ \t]*(\n[ \t]*)+")
+# What the parser leaves of a malformed construct inside a line: a table written on one line, the
+# parameters of a template whose opening braces are missing (" |url=... |title=...}}"), an entity
+# that was escaped twice in the dump (&amp;nbsp;).
+_INLINE_TABLE = re.compile(r"\{\|.*?\|\}")
+_TEMPLATE_TAIL = re.compile(r"(?:\s*\|[^|{}\n]*)*\s*\|[^|{}\n=]*=[^|{}\n]*(?:\s*\|[^|{}\n]*)*\}\}")
+_ENTITY = re.compile(r"&(?:#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);")
 _SPACES = re.compile(r"[ \t]+")
+# Bold and italic quotes: 2 italic, 3 bold, 5 both, 4 an apostrophe then bold. They are parsed as text
+# (skip_style_tags): an unbalanced one would otherwise make the parser give up on the table or link
+# around it and leave that markup as text.
+_STYLE = re.compile(r"'{2,}")
+_TABLE_OPEN = re.compile(r"^[:*#;\s]*\{\|")
+_TABLE_CLOSE = re.compile(r"^\s*\|\}")
+# Lines the parser can leave when a construct around them is malformed: table rows and cells
+# ("|-", "| x", "! h"), an open or close of a table, template or link.
+_MARKUP_LINE = re.compile(r"^\s*(?:\{\||\|\}|\||!.*(?:\||!!)|\{\{|\}\}|\[\[[^\]]*$|[^\[]*\]\]\s*$)")
 
 
-def wikitext_to_text(wikitext: str) -> str:
+def _unstyle(m: re.Match) -> str:
+    n = len(m.group(0))
+    return "'" if n == 4 else "'" * max(0, n - 5)
+
+
+def remove_tables(wikitext: str) -> str:
+    """Drops every wiki table, nested ones included, by its lines: `{|` (also indented, ':{|') opens,
+    `|}` closes. The parser recognises only tables that open at the start of a line and are well
+    formed; the reference removes all it recognises."""
+    out, depth = [], 0
+    for line in wikitext.split("\n"):
+        if _TABLE_OPEN.match(line):
+            depth += 1
+        elif depth and _TABLE_CLOSE.match(line):
+            depth -= 1
+        elif not depth:
+            out.append(line)
+    return "\n".join(out)
+
+
+def wikitext_to_text(wikitext: str, notes=None) -> str:
     import mwparserfromhell
 
-    body = _render(mwparserfromhell.parse(wikitext, skip_style_tags=False))
+    body = _render(mwparserfromhell.parse(remove_tables(wikitext), skip_style_tags=True))
     body = _SWITCH.sub("", body)
     # Markup the parser left as text (a <ref> inside an unbalanced construct): removed by pattern.
     body = _LEFTOVER_REF.sub("", body)
     body = _LEFTOVER_TAG.sub("", body)
-    lines = [_SPACES.sub(" ", line).strip() for line in body.split("\n")]
+    body = _TEMPLATE_TAIL.sub("", _INLINE_TABLE.sub("", body))
+    body = _ENTITY.sub(lambda m: html.unescape(m.group(0)), body)
+    lines = []
+    for line in body.split("\n"):
+        line = _SPACES.sub(" ", line).strip()
+        if _MARKUP_LINE.match(line):
+            if notes is not None:
+                notes["markup_lines_removed"] += 1
+            continue
+        lines.append(line)
     return _BLANKS.sub("\n\n", "\n".join(lines)).strip()
 
 
-def _link_dropped(title: str) -> bool:
+def _namespace(title: str) -> str | None:
     title = title.strip()
-    if title.startswith(":"):  # [[:Category:X]] is a visible link to the category page
-        return False
-    if ":" not in title:
-        return False
-    prefix = title.split(":", 1)[0].strip().lower()
-    return prefix in DROP_LINK_PREFIXES or bool(_INTERLANGUAGE.match(prefix))
+    if title.startswith(":") or ":" not in title:  # [[:Category:X]] is a visible link to the category page
+        return None
+    return title.split(":", 1)[0].strip().lower()
 
 
 def _render(code) -> str:
@@ -205,12 +263,18 @@ def _render(code) -> str:
     out = []
     for node in code.nodes:
         if isinstance(node, nodes.Text):
-            out.append(str(node))
+            out.append(_STYLE.sub(_unstyle, str(node)))
         elif isinstance(node, nodes.Wikilink):
             title = str(node.title)
-            if _link_dropped(title):
+            space = _namespace(title)
+            if space in CATEGORY_PREFIXES:
+                out.append(title.split(":", 1)[1].split("|", 1)[0].strip())
+            elif space in DROP_LINK_PREFIXES or (space and _INTERLANGUAGE.match(space)):
                 continue
-            out.append(_render(node.text) if node.text is not None else _render(node.title).lstrip(":").split("#", 1)[0])
+            elif space and node.text is not None and any(_IMAGE_OPTION.match(p) for p in str(node.text).split("|")[:-1]):
+                continue
+            else:
+                out.append(_render(node.text) if node.text is not None else _render(node.title).lstrip(":").split("#", 1)[0])
         elif isinstance(node, nodes.ExternalLink):
             if node.title is not None:
                 out.append(_render(node.title))
@@ -240,7 +304,7 @@ class WikitextToText(TextStep):
         title = batch.column("metadata")[row].as_py()
         import json
 
-        body = wikitext_to_text(text)
+        body = wikitext_to_text(text, notes)
         return (json.loads(title)["title"] + "\n\n" + body) if body else "", None
 
 

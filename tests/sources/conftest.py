@@ -1,22 +1,8 @@
-import os
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample"
 DATA = REPO / "tests" / "data" / "sources"
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _models_dir():
-    # The lid.176 model lives in the main checkout's models/ when a worktree has none.
-    if not (REPO / "models" / "lid.176.ftz").exists() and "CORPUSMILL_MODELS" not in os.environ:
-        for parent in REPO.parents:
-            if (parent / "main" / "models" / "lid.176.ftz").exists():
-                os.environ["CORPUSMILL_MODELS"] = str(parent / "main" / "models")
-                break
-    yield
 
 
 def read_all(module, path, config, file_index=0):
@@ -33,3 +19,11 @@ def apply(steps, batch):
         batch, s = step(batch)
         out.append(s)
     return batch, out
+
+
+def run_source(name, paths, config, output):
+    """(documents in order, stats.json as a dict, dead letters) of source `name`'s plan run in this process."""
+    from pipeline import sources
+    from tests.jobs import run_in_process
+
+    return run_in_process(sources.plan(name, config, str(output)), [str(p) for p in paths], output)

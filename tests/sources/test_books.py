@@ -50,10 +50,22 @@ def test_clusters_keep_first_and_ignore_pair_order():
     assert np.array_equal(books.duplicates_to_drop(list(reversed(pairs))), expected)
 
 
-def test_band_parameters_recall_and_precision():
-    s = np.array([0.5, 0.8, 0.9, 0.95])
-    p = 1 - (1 - s ** books.ROWS) ** books.BANDS
-    assert p[2] > 0.95 and p[3] > 0.99 and p[0] < 0.001
+def test_lsh_buckets_pair_the_real_near_duplicates_only():
+    """band_keys and verified_pairs on the five sample books: the two real near-duplicate pairs
+    (Katrine Latin-1/ASCII, The Devil's Dictionary current/old edition) share a band bucket and pass
+    the verification; no other pair does either."""
+    from itertools import combinations
+
+    names = sorted(p.name for p in BOOKS.glob("*.txt.gz"))
+    sigs = {n: books.signature(books.strip_gutenberg(_text(n))[0]) for n in names}
+    keys = {n: set(books.band_keys(sigs[n])) for n in names}
+    assert all(len(k) == books.BANDS for k in keys.values())
+    near = {("pg14263_14263-8_latin1.txt.gz", "pg14263_14263_ascii.txt.gz"), ("pg972_972_current.txt.gz", "pg972_972_old_dvldc10.txt.gz")}
+    candidates = {(a, b) for a, b in combinations(names, 2) if keys[a] & keys[b]}
+    assert candidates == near
+    order = {n: i for i, n in enumerate(names)}
+    members = [(order[n], sigs[n]) for n in names]  # one bucket holding all five: verification alone decides
+    assert set(books.verified_pairs(members, 0.9)) == {(order[a], order[b]) for a, b in near}
 
 
 def test_sample_run_removes_one_of_each_near_duplicate_pair(tmp_path):
