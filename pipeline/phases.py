@@ -204,6 +204,8 @@ class StepsPhase(FilePhase):
             for step, stage in zip(steps, stats):
                 batch, s = step(batch)
                 stage.merge(s)
+                if not batch.num_rows:
+                    break  # nothing left for the later steps (an empty batch need not carry their columns)
             if batch.num_rows:
                 sink.add(batch)
                 if collector is not None:

@@ -140,3 +140,22 @@ def test_a_single_10mb_line_goes_through_every_stage(tmp_path, lm_dir):
     stats = in_process([str(path), WARCS[0]], CCNetConfig(lm_dir=lm_dir, quality_model=None), tmp_path / "out")
     assert stats["read"] == 112 and not (tmp_path / "out" / "dead_letter.jsonl").read_text()
     assert stage(stats, "perplexity_score")["chars_in"] > 9_000_000  # the big page reached the LM
+
+
+def test_portable_runner_gives_identical_bytes(run_one, tmp_path, lm_dir):
+    """The embedded job service speaks the portable protocol that Flink and Spark runners use."""
+    args = ["ccnet", "--input", *INPUTS, "--output", str(tmp_path), "--lm-dir", lm_dir,
+            "--runner", "PortableRunner", "--job_endpoint", "embed", "--environment_type", "LOOPBACK"]
+    assert main(args) == 0
+    assert shard_bytes(tmp_path) == shard_bytes(run_one)
+
+
+def test_dask_runner_gives_identical_bytes(run_one, tmp_path, lm_dir):
+    """Beam's DaskRunner on a dask.distributed cluster of 2 worker processes."""
+    import distributed
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster):
+            args = ["ccnet", "--input", *INPUTS, "--output", str(tmp_path), "--lm-dir", lm_dir,
+                    "--runner", "apache_beam.runners.dask.dask_runner.DaskRunner", "--dask_client_address", cluster.scheduler_address]
+            assert main(args) == 0
+    assert shard_bytes(tmp_path) == shard_bytes(run_one)
