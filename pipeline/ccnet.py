@@ -20,7 +20,7 @@ from pipeline.extract import ExtractText
 from pipeline.langid import IdentifyLanguage
 from pipeline.models import default_lid_path, default_lm_dir, default_quality_model_path, load_fasttext
 from pipeline.perplexity import BucketByPerplexity, ScorePerplexity, compute_cutoffs, load_cutoffs
-from pipeline.quality import DEFAULT_THRESHOLD, ScoreQuality
+from pipeline.quality_filter import DEFAULT_THRESHOLD, ScoreQuality
 from pipeline.warc import iter_raw_batches
 
 STAGES = ["read", "extract", "dedup_in_document", "dedup", "language", "perplexity_score", "perplexity", "quality"]
