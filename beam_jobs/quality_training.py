@@ -143,11 +143,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heldout", type=float, default=0.1, help="held-out fraction (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="threshold the card reports precision/recall at")
-    h = QualityHyperParameters()
-    parser.add_argument("--epoch", type=int, default=h.epoch)
-    parser.add_argument("--lr", type=float, default=h.lr)
-    parser.add_argument("--dim", type=int, default=h.dim)
-    parser.add_argument("--word-ngrams", type=int, default=h.wordNgrams)
+    parser.add_argument("--epoch", type=int, default=None, help="fastText setting (default: fastText's, as RedPajama v1)")
+    parser.add_argument("--lr", type=float, default=None, help="fastText setting (default: fastText's)")
+    parser.add_argument("--dim", type=int, default=None, help="fastText setting (default: fastText's)")
+    parser.add_argument("--word-ngrams", type=int, default=None, help="fastText setting (default: fastText's)")
     parser.add_argument("--force", action="store_true")
 
 

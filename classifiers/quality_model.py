@@ -36,19 +36,30 @@ def prepare(text: str) -> str:
 
 @dataclasses.dataclass
 class QualityHyperParameters:
-    """fastText's `supervised` defaults (RedPajama v1 passed no option), but for the thread count."""
+    """What train-quality passes to fastText: nothing but one thread and the seed, so that every other
+    setting is fastText's `supervised` default as in RedPajama v1 (epoch 5, lr 0.1, dim 100, word
+    unigrams, softmax); a field set here overrides that default."""
 
-    epoch: int = 5
-    lr: float = 0.1
-    dim: int = 100
-    ws: int = 5
-    wordNgrams: int = 1
-    minCount: int = 1
-    neg: int = 5
-    bucket: int = 2_000_000  # unused (fastText sets it to 0) with word unigrams and no subwords
-    loss: str = "softmax"
-    thread: int = 1  # one thread: fastText's training is only deterministic on one (its default: 12)
+    epoch: int | None = None
+    lr: float | None = None
+    dim: int | None = None
+    wordNgrams: int | None = None
+    thread: int = 1  # one thread: fastText's training is only deterministic on one (its default: cores - 1)
     seed: int = 0
+
+    def arguments(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+FASTTEXT_ARGS = ("epoch", "lr", "dim", "ws", "wordNgrams", "minCount", "minn", "maxn", "neg", "bucket", "lrUpdateRate", "t", "thread", "seed")
+
+
+def fasttext_arguments(model) -> dict:
+    """The settings a trained fastText model was trained with, as fastText records them."""
+    args = model.f.getArgs()
+    out = {name: getattr(args, name) for name in FASTTEXT_ARGS}
+    out["loss"] = str(args.loss).rsplit(".", 1)[-1]
+    return out
 
 
 @dataclasses.dataclass
@@ -146,7 +157,7 @@ def train(training: TrainingSet, output_model: str, hyper: QualityHyperParameter
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(output_model)), prefix=".tmp-quality-") as tmp:
         train_path = os.path.join(tmp, "train.txt")
         write_fasttext_file(train_path, training.train)
-        model = fasttext.train_supervised(input=train_path, verbose=0, **dataclasses.asdict(hyper))
+        model = fasttext.train_supervised(input=train_path, verbose=0, **hyper.arguments())
         tmp_model = os.path.join(tmp, "model.bin")
         model.save_model(tmp_model)
         os.replace(tmp_model, output_model)
@@ -163,7 +174,7 @@ def train(training: TrainingSet, output_model: str, hyper: QualityHyperParameter
         "labels": {"positive": POSITIVE, "negative": NEGATIVE},
         "preparation": PREPARATION,
         "data": {"sources": sources, "counts": training.counts},
-        "hyper_parameters": dataclasses.asdict(hyper),
+        "hyper_parameters": {"set": hyper.arguments(), "trained_with": fasttext_arguments(model)},
         "threshold": threshold,
         "heldout": heldout,
         "sha256": file_sha256(output_model),
