@@ -23,10 +23,18 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.models import ModelError, default_lm_dir, load_kenlm, load_sentencepiece
-from pipeline.step import Outcome, Step
+from pipeline.step import Outcome, Step, set_column
 from pipeline.text import normalize_for_lm
 
 BUCKETS = ("head", "middle", "tail")
+
+
+def with_columns(batch: pa.RecordBatch, columns: dict[str, pa.DataType]) -> pa.RecordBatch:
+    """The columns a step adds, on an empty batch too (the base does not call `process` on one)."""
+    for name, type_ in columns.items():
+        if name not in batch.schema.names:
+            batch = set_column(batch, name, pa.array([], type_))
+    return batch
 DEFAULT_PERCENTILES = (30.0, 60.0)
 
 
@@ -102,6 +110,10 @@ class ScorePerplexity(Step):
             out.append(ppl)
         return Outcome(columns={"perplexity": pa.array(out, pa.float32())})
 
+    def __call__(self, batch):
+        out, stats = super().__call__(batch)
+        return with_columns(out, {"perplexity": pa.float32()}), stats
+
 
 def compute_cutoffs(perplexities: dict[str, np.ndarray], percentiles=DEFAULT_PERCENTILES) -> dict[str, list[float]]:
     """Per language, the perplexity values at the given percentiles (CCNet: 30th and 60th)."""
@@ -164,3 +176,7 @@ class BucketByPerplexity(Step):
         buckets = [bucket_of(p, self.cutoffs.get(lang)) for p, lang in zip(ppl, langs)]
         drop = np.array([b is not None and b not in self.keep_buckets for b in buckets], dtype=bool)
         return Outcome(columns={"bucket": pa.array(buckets, pa.string())}, drop=drop, reason="perplexity")
+
+    def __call__(self, batch):
+        out, stats = super().__call__(batch)
+        return with_columns(out, {"bucket": pa.string()}), stats
