@@ -55,12 +55,18 @@ class ReadExamples(beam.DoFn):
     """(role, path) -> ((label, sha1 of the prepared text), prepared text), and the reasons pages are
     left out, counted under the "skipped" output.
 
-    role "pages": a ccnet shard; a page is a positive when `cited` (a set of keys) holds its key, else a
-    negative; role "wikipedia": Wikipedia text, all positives.
+    role "pages": a ccnet shard; a page is a positive when the cited list (`cited_path`, read once per
+    worker: a real dump cites tens of millions of URLs) holds its key, else a negative; role
+    "wikipedia": Wikipedia text, all positives.
     """
 
-    def __init__(self, language: str | None, cited: set[str] | None = None, match: str = "url"):
-        self.language, self.cited, self.match = language, cited, match
+    def __init__(self, language: str | None, cited_path: str | None = None, match: str = "url"):
+        self.language, self.cited_path, self.match = language, cited_path, match
+        self.cited: set[str] | None = None
+
+    def setup(self):
+        if self.cited_path is not None:
+            self.cited = load_cited(self.cited_path, self.match)
 
     def process(self, element):
         role, path = element
@@ -86,7 +92,7 @@ class ReadExamples(beam.DoFn):
                 yield (label, hashlib.sha1(prepared.encode()).hexdigest()), prepared
 
 
-def read_examples(items: list[tuple[str, str]], language: str | None, cited: set[str] | None, match: str,
+def read_examples(items: list[tuple[str, str]], language: str | None, cited_path: str | None, match: str,
                   workdir: str, beam_args: list[str]) -> dict:
     """Writes `<workdir>/positives.txt` and `negatives.txt` (distinct prepared texts, sorted by hash)."""
     os.makedirs(workdir, exist_ok=True)
@@ -103,7 +109,7 @@ def read_examples(items: list[tuple[str, str]], language: str | None, cited: set
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         read = (
             p | "Files" >> beam.Create(items) | "Spread" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(ReadExamples(language, cited, match)).with_outputs("skipped", main="examples")
+            | "Read" >> beam.ParDo(ReadExamples(language, cited_path, match)).with_outputs("skipped", main="examples")
         )
         distinct = read.examples | "Dedup" >> beam.CombinePerKey(lambda texts: min(texts))
         written = (
@@ -157,16 +163,15 @@ def run_train(args, beam_args: list[str]) -> int:
         return 0
     pages = expand_inputs(args.pages)
     items = [("pages", p) for p in pages]
-    cited = None
     if args.cited_urls:
-        cited = load_cited(args.cited_urls, args.match)
-        positives = {"cited_urls": args.cited_urls, "match": args.match, "cited_keys": len(cited), "from": "pages"}
+        cited_keys = len(load_cited(args.cited_urls, args.match))  # reads the list here too: a bad file fails before Beam
+        positives = {"cited_urls": args.cited_urls, "match": args.match, "cited_keys": cited_keys, "from": "pages"}
     else:
         wiki = expand_inputs(args.positives)
         items += [("wikipedia", p) for p in wiki]
         positives = {"wikipedia": wiki}
     workdir = os.path.join(args.output, "examples")
-    counts = read_examples(items, args.language or None, cited, args.match, workdir, beam_args)
+    counts = read_examples(items, args.language or None, args.cited_urls, args.match, workdir, beam_args)
     training = build_training_set(
         _lines(os.path.join(workdir, "positives.txt")), _lines(os.path.join(workdir, "negatives.txt")),
         seed=args.seed, heldout_fraction=args.heldout, max_per_class=args.max_per_class,

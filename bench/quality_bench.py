@@ -37,7 +37,7 @@ from pipeline.text import normalize_for_lm  # noqa: E402
 from pipeline.wiki_refs import domain_key, url_key  # noqa: E402
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
-SHARED = os.path.join(REPO, "..", "shared", "corpus")
+SHARED = os.environ.get("CORPUSMILL_SHARED", os.path.join(REPO, "..", "shared", "corpus"))  # main: ../shared/corpus
 BEAM = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
 THRESHOLD = 0.25
 
@@ -114,24 +114,34 @@ def main():
         "wikipedia": ["--positives", summaries, f"{work}/articles/*.parquet"],
     }
     texts = [p["text"] for p in english]
+    head_middle = np.array([p["bucket"] in ("head", "middle") for p in english])
+    settings = {  # RedPajama's (fastText's defaults) and corpusmill's earlier ones, for a small training set
+        "fasttext-defaults": [],
+        "epoch25-lr0.5-dim64-bigrams": ["--epoch", "25", "--lr", "0.5", "--dim", "64", "--word-ngrams", "2"],
+    }
     report["modes"] = {}
     for mode, flags in modes.items():
-        out = f"{work}/model-{mode}"
-        t = time.perf_counter()
-        try:
-            corpusmill("train-quality", *flags, "--pages", f"{work}/unfiltered/*.parquet", "--output", out, "--force", *BEAM)
-        except RuntimeError as err:
-            report["modes"][mode] = {"trained": False, "why": str(err).strip().splitlines()[-1]}
-            continue
-        card = json.load(open(f"{out}/wiki_vs_cc.bin.json"))
-        scores = QualityModel.load(f"{out}/wiki_vs_cc.bin").wiki_probability(texts)
-        head_middle = np.array([p["bucket"] in ("head", "middle") for p in english])
-        report["modes"][mode] = {
-            "trained": True, "train_seconds": round(time.perf_counter() - t, 1),
-            "counts": card["data"]["counts"], "heldout": card["heldout"],
-            "english_pages_kept_at_0.25": float(np.mean(scores >= THRESHOLD)),
-            "english_head_middle_pages_kept_at_0.25": float(np.mean(scores[head_middle] >= THRESHOLD)),
-        }
+        for setting, hyper in settings.items():
+            name = f"{mode} / {setting}"
+            out = f"{work}/model-{mode}-{setting}"
+            t = time.perf_counter()
+            try:
+                corpusmill("train-quality", *flags, *hyper, "--pages", f"{work}/unfiltered/*.parquet", "--output", out, "--force", *BEAM)
+            except RuntimeError as err:
+                report["modes"][name] = {"trained": False, "why": str(err).strip().splitlines()[-1]}
+                continue
+            card = json.load(open(f"{out}/wiki_vs_cc.bin.json"))
+            scores = QualityModel.load(f"{out}/wiki_vs_cc.bin").wiki_probability(texts)
+            held = card["heldout"]
+            report["modes"][name] = {
+                "trained": True, "train_seconds": round(time.perf_counter() - t, 1),
+                "counts": {k: card["data"]["counts"][k] for k in ("positives_unique", "negatives_unique", "per_class", "train", "heldout")},
+                "heldout": {k: held[k] for k in ("examples", "positives", "negatives", "roc_auc", "precision", "recall")},
+                "heldout_negatives_kept_at_0.25": held["fp"] / held["negatives"],
+                "english_pages_kept_at_0.25": float(np.mean(scores >= THRESHOLD)),
+                "english_head_middle_pages_kept_at_0.25": float(np.mean(scores[head_middle] >= THRESHOLD)),
+                "p_wiki_on_english_pages": {q: round(float(np.quantile(scores, v)), 3) for q, v in (("min", 0), ("median", 0.5), ("max", 1))},
+            }
     report["seconds"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(report, indent=2, ensure_ascii=False))
     if args.json:
