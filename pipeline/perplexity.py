@@ -21,12 +21,14 @@ import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.models import ModelError, default_lm_dir, load_kenlm, load_sentencepiece
 from pipeline.step import Outcome, Step, set_column
 from pipeline.text import normalize_for_lm
 
 BUCKETS = ("head", "middle", "tail")
+DEFAULT_PERCENTILES = (30.0, 60.0)
 
 
 def with_columns(batch: pa.RecordBatch, columns: dict[str, pa.DataType]) -> pa.RecordBatch:
@@ -35,7 +37,6 @@ def with_columns(batch: pa.RecordBatch, columns: dict[str, pa.DataType]) -> pa.R
         if name not in batch.schema.names:
             batch = set_column(batch, name, pa.array([], type_))
     return batch
-DEFAULT_PERCENTILES = (30.0, 60.0)
 
 
 def lm_paths(lm_dir: str, language: str) -> tuple[str, str]:
@@ -128,8 +129,6 @@ def compute_cutoffs(perplexities: dict[str, np.ndarray], percentiles=DEFAULT_PER
 def read_perplexities(paths: list[str]) -> dict[str, np.ndarray]:
     """language -> the non-null perplexities of document Parquet shards (only those two columns are
     read, one row group at a time)."""
-    import pyarrow.parquet as pq
-
     values: dict[str, list[np.ndarray]] = {}
     for path in paths:
         reader = pq.ParquetFile(path)

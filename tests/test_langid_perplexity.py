@@ -147,3 +147,22 @@ def test_too_large_vocabulary_is_a_clear_error(tmp_path):
             out.write(line)
     with pytest.raises(ValueError, match="smaller --vocab-size"):
         train_lm([str(small)], str(tmp_path / "lm"), "en", vocab_size=65536)
+
+
+def test_lm_cutoffs_command_reads_shards(lm_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    from pipeline.cli import main
+
+    sp, lm = _lm(lm_dir)
+    ppl = [document_perplexity(sp, lm, t) for t in _c4_texts(40)]
+    rows = [{"language": "en", "perplexity": p} for p in ppl] + [{"language": "en", "perplexity": None},
+                                                                  {"language": "fr", "perplexity": 50.0}]
+    for i in (0, 1):  # two shards
+        pq.write_table(pa.Table.from_pylist(rows[i::2], pa.schema([("language", pa.string()), ("perplexity", pa.float32())])),
+                       tmp_path / f"part-{i}.parquet")
+    assert main(["lm-cutoffs", "--input", str(tmp_path / "part-*.parquet"), "--output", str(tmp_path / "cutoffs.json")]) == 0
+    doc = json.loads((tmp_path / "cutoffs.json").read_text())
+    en = np.array(ppl, np.float32).astype(np.float64)  # the column is float32
+    assert doc["cutoffs"]["en"] == [round(float(np.percentile(en, 30)), 2), round(float(np.percentile(en, 60)), 2)]
+    assert doc["documents"] == {"en": 40, "fr": 1} and doc["cutoffs"]["fr"] == [50.0, 50.0]
