@@ -1,1 +1,1 @@
-"""Classifiers used by the curation jobs (no Beam inside): the Wikipedia-vs-web quality classifier."""
+"""Classifiers used by the curation jobs (no Beam inside): the linear quality classifier (quality_model)."""

@@ -26,7 +26,7 @@ from pipeline.perplexity import BucketByPerplexity, ScorePerplexity, load_cutoff
 from pipeline.phases import (CollectLineHashes, CollectPerplexitySample, LineCensus, PerplexityCutoffs, ReadInput, ReadWork,
                              StepsPhase, WriteShard, WriteWork)
 from pipeline.plan import Plan
-from pipeline.quality import DEFAULT_THRESHOLD, ScoreQuality
+from pipeline.quality_filter import DEFAULT_THRESHOLD, ScoreQuality
 from pipeline.step import Outcome, Step
 from pipeline.warc import iter_raw_batches
 

@@ -23,6 +23,7 @@ from pipeline.runs import InputError
 COMMANDS: dict[str, tuple[str, str]] = {
     "train-lm": ("beam_jobs.train_lm", "train the SentencePiece + KenLM 5-gram model used for perplexity (CCNet)"),
     "lm-cutoffs": ("beam_jobs.train_lm_cutoffs", "compute per-language perplexity bucket cut-offs from document shards"),
+    "wiki-refs": ("beam_jobs.wiki_refs", "the URLs Wikipedia XML dumps cite (RedPajama's <ref> rule): the quality classifier's positives"),
     "train-quality": ("beam_jobs.train_quality", "train the Wikipedia-vs-web linear quality classifier (fastText)"),
     "eval-quality": ("beam_jobs.eval_quality", "score labelled positives/negatives with a quality classifier: ROC AUC, precision, recall"),
     "ccnet": ("beam_jobs.ccnet", "CommonCrawl WARC/WET -> extracted, deduplicated, language-identified, perplexity-bucketed documents"),

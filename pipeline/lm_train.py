@@ -1,11 +1,16 @@
-"""Train the perplexity LM as CCNet did: SentencePiece on normalised Wikipedia text, then a KenLM
-5-gram (`lmplz -o 5`) on the SentencePiece pieces, then KenLM's binary format (`build_binary`).
+"""Train the perplexity LM as cc_net did (cc_net/Makefile:92-123, cc_net/get_wiki_cirrus.py:51-64 at
+bda555b): each Wikipedia document normalised whole (`normalize_for_lm`, cc_net's
+`text_normalizer.normalize`), one document a line; SentencePiece (unigram, cc_net's spm_train flags:
+hard vocabulary limit, character coverage 0.9995, SentencePiece's default nmt_nfkc normalisation)
+on those lines; the lines encoded to pieces; a KenLM 5-gram (`lmplz -o 5 --vocab_estimate <vocab>
+--discount_fallback`) on the pieces; KenLM's binary format (`build_binary`).
 
-Input: JSON lines (gzip or not) with a `text` field, or plain text files (one paragraph a line).
+Input: documents (`pipeline.textio`: JSON lines with a `text` field, .txt one document a line, or
+Parquet shards, e.g. `corpusmill source wikipedia`); cc_net used the first 1,000,000 documents
+(`NDOC_FOR_LM`), and so do we.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
@@ -16,8 +21,11 @@ from typing import Iterator
 from pipeline.models import tools_bin
 from pipeline.runs import file_sha256
 from pipeline.text import normalize_for_lm
+from pipeline.textio import iter_documents
 
 KENLM_HOW = "run `make tools` (builds lmplz and build_binary from the kenlm 0.3.0 source archive) or set CORPUSMILL_TOOLS"
+MAX_DOCUMENTS = 1_000_000  # cc_net/Makefile:14 NDOC_FOR_LM
+CHARACTER_COVERAGE = 0.9995  # cc_net/Makefile:101
 
 
 def kenlm_tool(name: str) -> str:
@@ -30,31 +38,22 @@ def kenlm_tool(name: str) -> str:
     raise FileNotFoundError(f"KenLM's {name} not found in {tools_bin()} or on PATH: {KENLM_HOW}")
 
 
-def iter_texts(path: str) -> Iterator[str]:
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        if ".jsonl" in path or ".json" in path:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)["text"]
-                    except (ValueError, KeyError, TypeError) as err:
-                        raise ValueError(f"{path}: record {n} is not a JSON object with a 'text' field ({err})") from err
-        else:
-            yield from f
-
-
-def normalized_lines(paths: list[str]) -> Iterator[str]:
+def normalized_documents(paths: list[str], max_documents: int = MAX_DOCUMENTS) -> Iterator[str]:
+    """The training lines: one normalised document each (documents empty after normalisation skipped)."""
+    n = 0
     for path in paths:
-        for text in iter_texts(path):
-            for line in text.split("\n"):
-                line = normalize_for_lm(line)
-                if line:
-                    yield line
+        for doc in iter_documents(path):
+            line = normalize_for_lm(doc["text"] or "")
+            if line:
+                yield line
+                n += 1
+                if n >= max_documents:
+                    return
 
 
 def train_lm(
-    inputs: list[str], output_dir: str, language: str, vocab_size: int, order: int = 5, memory: str = "20%"
+    inputs: list[str], output_dir: str, language: str, vocab_size: int, order: int = 5, memory: str = "20%",
+    max_documents: int = MAX_DOCUMENTS,
 ) -> dict:
     import sentencepiece as spm
 
@@ -64,23 +63,28 @@ def train_lm(
         corpus = os.path.join(tmp, "normalized.txt")
         n_lines = 0
         with open(corpus, "w", encoding="utf-8") as f:
-            for line in normalized_lines(inputs):
+            for line in normalized_documents(inputs, max_documents):
                 f.write(line + "\n")
                 n_lines += 1
         if n_lines == 0:
             raise ValueError(f"no text in {', '.join(inputs)}")
         prefix = os.path.join(tmp, f"{language}.sp")
-        spm.SentencePieceTrainer.train(
-            input=corpus,
-            model_prefix=prefix,
-            vocab_size=vocab_size,
-            model_type="unigram",
-            character_coverage=0.9999,
-            hard_vocab_limit=False,  # a small corpus may not support the requested size
-            normalization_rule_name="identity",  # the text is already normalised (normalize_for_lm)
-            num_threads=os.cpu_count() or 1,
-            minloglevel=2,
-        )
+        try:
+            spm.SentencePieceTrainer.train(
+                input=corpus,
+                model_prefix=prefix,
+                vocab_size=vocab_size,
+                hard_vocab_limit=True,
+                character_coverage=CHARACTER_COVERAGE,
+                model_type="unigram",
+                num_threads=os.cpu_count() or 1,
+                minloglevel=2,
+            )
+        except RuntimeError as err:  # e.g. "Vocabulary size is too high (65536). Please set it to a value <= 9071."
+            raise ValueError(
+                f"SentencePiece cannot train a {vocab_size}-piece vocabulary on {n_lines} documents of "
+                f"{', '.join(inputs)}: {err} (pass a smaller --vocab-size)"
+            ) from err
         sp = spm.SentencePieceProcessor(model_file=prefix + ".model")
         pieces_path = os.path.join(tmp, "pieces.txt")
         n_tokens = 0
@@ -94,7 +98,8 @@ def train_lm(
             n_tokens += _write_pieces(sp, batch, dst)
         arpa = os.path.join(tmp, f"{language}.arpa")
         with open(pieces_path, "rb") as src, open(arpa, "wb") as dst:
-            _run([lmplz, "-o", str(order), "-S", memory, "-T", tmp, "--discount_fallback"], stdin=src, stdout=dst)
+            _run([lmplz, "-o", str(order), "-S", memory, "-T", tmp, "--vocab_estimate", str(vocab_size), "--discount_fallback"],
+                 stdin=src, stdout=dst)
         binary = os.path.join(tmp, f"{language}.arpa.bin")
         _run([build_binary, "trie", arpa, binary])  # trie: several times smaller than probing
         for src_name, dst_name in ((prefix + ".model", f"{language}.sp.model"), (prefix + ".vocab", f"{language}.sp.vocab"), (binary, f"{language}.arpa.bin")):
@@ -102,8 +107,10 @@ def train_lm(
     card = {
         "language": language,
         "inputs": inputs,
-        "lines": n_lines,
-        "sentencepiece": {"model_type": "unigram", "vocab_size": sp.get_piece_size(), "requested_vocab_size": vocab_size},
+        "documents": n_lines,
+        "normalization": "cc_net text_normalizer.normalize, whole document, one document a line",
+        "sentencepiece": {"model_type": "unigram", "vocab_size": sp.get_piece_size(), "character_coverage": CHARACTER_COVERAGE,
+                          "normalization_rule_name": "nmt_nfkc"},
         "kenlm": {"order": order, "tokens": n_tokens},
         "sha256": {
             name: file_sha256(os.path.join(output_dir, name)) for name in (f"{language}.sp.model", f"{language}.arpa.bin")

@@ -5,8 +5,8 @@ Default folder: `$CORPUSMILL_MODELS`, else `models/` at the repository root (wha
   models/lm/<lang>.sp.model        SentencePiece model of the perplexity LM (`corpusmill train-lm`)
   models/lm/<lang>.arpa.bin        KenLM 5-gram, binary
   models/lm/cutoffs.json           perplexity bucket cut-offs (optional; else computed per run)
-  models/quality/wiki_vs_cc.bin    Wikipedia-vs-web quality classifier (optional; `corpusmill train-quality`)
-Processes cache loaded models by path, so Beam workers load each model once.
+  models/quality/wiki_vs_cc.bin    the linear quality classifier (optional; `corpusmill train-quality`)
+Processes cache loaded models by path; steps hold theirs, loaded once per instance (so once per worker).
 """
 from __future__ import annotations
 

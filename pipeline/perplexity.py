@@ -1,9 +1,12 @@
 """Perplexity under a KenLM n-gram trained on Wikipedia, and CCNet's head/middle/tail buckets.
 
-Scoring follows CCNet (cc_net/perplexity.py): each line is normalised (`normalize_for_lm`),
-SentencePiece-encoded, and scored by KenLM with sentence boundaries; the document's perplexity is
-`10 ** (-sum(log10 scores) / sum(pieces + 1))`, rounded to 0.1. The same normalisation and
-tokenisation are used to train the LM (`corpusmill train-lm`).
+Scoring is CCNet's (cc_net/mine.py:392-404 at bda555b, with cc_net/perplexity.py): the *whole*
+document is normalised (`normalize_for_lm`, cc_net's `text_normalizer.normalize`); that removes the
+newlines with the other non-printing characters, so the document becomes one sequence, which is
+SentencePiece-encoded and scored by KenLM once, with sentence boundaries. Perplexity is
+`10 ** (-log10 score / (pieces + 1))`, rounded to 0.1. A document whose normalised text is empty gets
+no perplexity (cc_net leaves the field out), hence no bucket. The LM is trained on text normalised the
+same way, one document a line (`pipeline/lm_train.py`).
 
 Buckets: a document is `head` below its language's 30th-percentile cut-off, `middle` below the
 60th, else `tail`. Cut-offs come from a file (`lm-cutoffs`) or, as CCNet computed them, from the
@@ -18,14 +21,22 @@ import os
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from pipeline.accounting import StageStats
 from pipeline.models import ModelError, default_lm_dir, load_kenlm, load_sentencepiece
+from pipeline.step import Outcome, Step, set_column
 from pipeline.text import normalize_for_lm
 
 BUCKETS = ("head", "middle", "tail")
 DEFAULT_PERCENTILES = (30.0, 60.0)
+
+
+def with_columns(batch: pa.RecordBatch, columns: dict[str, pa.DataType]) -> pa.RecordBatch:
+    """The columns a step adds, on an empty batch too (the base does not call `process` on one)."""
+    for name, type_ in columns.items():
+        if name not in batch.schema.names:
+            batch = set_column(batch, name, pa.array([], type_))
+    return batch
 
 
 def lm_paths(lm_dir: str, language: str) -> tuple[str, str]:
@@ -42,23 +53,34 @@ def available_languages(lm_dir: str) -> list[str]:
     )
 
 
-def document_perplexity(sp, lm, text: str) -> float:
-    lines = [normalize_for_lm(line) for line in text.split("\n")]
-    pieces = sp.encode(lines, out_type=str)
-    log_score, length = 0.0, 0
-    for line_pieces in pieces:
-        log_score += lm.score(" ".join(line_pieces))
-        length += len(line_pieces) + 1
-    return round(10.0 ** (-log_score / max(length, 1)), 1)
+def document_perplexity(sp, lm, text: str) -> float | None:
+    """cc_net's document perplexity; None when nothing is left after normalisation."""
+    normalized = normalize_for_lm(text)
+    if not normalized:
+        return None
+    tokenized = " ".join(sp.encode_as_pieces(normalized))
+    # cc_net's DocLM splits the tokenized field on "\n" and scores each part; normalisation removed
+    # every newline, so there is exactly one part: the whole document.
+    length = len(tokenized.split()) + 1  # the pieces and </s>
+    return round(10.0 ** (-lm.score(tokenized) / length), 1)
 
 
 @dataclasses.dataclass
-class ScorePerplexity:
-    """Adds `perplexity`; documents in a language without an LM get null (and no bucket)."""
+class ScorePerplexity(Step):
+    """Adds `perplexity`; documents in a language without an LM, or with no text left after
+    normalisation, get null (and no bucket)."""
 
     lm_dir: str = dataclasses.field(default_factory=lambda: os.fspath(default_lm_dir()))
     languages: tuple[str, ...] = ("en",)
     name: str = "perplexity_score"
+
+    def __post_init__(self):
+        self._models: dict | None = None
+
+    def __getstate__(self):  # Beam pickles steps to its workers: they load the models themselves
+        state = self.__dict__.copy()
+        state["_models"] = None
+        return state
 
     def check(self) -> None:
         missing = [lang for lang in self.languages if lang not in available_languages(self.lm_dir)]
@@ -68,22 +90,30 @@ class ScorePerplexity:
                 f"<lang>.arpa.bin): run `corpusmill train-lm --language {missing[0]}` or pass --lm-dir"
             )
 
-    def __call__(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, StageStats]:
-        stats = StageStats(self.name, docs_in=batch.num_rows, docs_out=batch.num_rows)
-        texts = batch.column("text").to_pylist()
-        langs = batch.column("language").to_pylist()
-        out = []
-        for text, lang in zip(texts, langs):
-            if lang in self.languages:
+    def models(self) -> dict:
+        """language -> (SentencePiece, KenLM), loaded once per step instance (so once per worker)."""
+        if self._models is None:
+            self.check()
+            self._models = {}
+            for lang in self.languages:
                 sp_path, lm_path = lm_paths(self.lm_dir, lang)
-                out.append(document_perplexity(load_sentencepiece(sp_path), load_kenlm(lm_path), text))
-            else:
-                out.append(None)
-        lengths = int(pc.sum(pc.utf8_length(batch.column("text"))).as_py() or 0)
-        nlines = int(pc.sum(batch.column("nlines")).as_py() or 0)
-        stats.chars_in = stats.chars_out = lengths
-        stats.lines_in = stats.lines_out = nlines
-        return batch.append_column("perplexity", pa.array(out, pa.float32())), stats
+                self._models[lang] = (load_sentencepiece(sp_path), load_kenlm(lm_path))
+        return self._models
+
+    def process(self, batch, notes):
+        models = self.models()
+        out = []
+        for text, lang in zip(batch.column("text").to_pylist(), batch.column("language").to_pylist()):
+            model = models.get(lang)
+            ppl = document_perplexity(*model, text) if model is not None else None
+            if model is not None and ppl is None:
+                notes["unscored_empty_after_normalization"] += 1
+            out.append(ppl)
+        return Outcome(columns={"perplexity": pa.array(out, pa.float32())})
+
+    def __call__(self, batch):
+        out, stats = super().__call__(batch)
+        return with_columns(out, {"perplexity": pa.float32()}), stats
 
 
 def compute_cutoffs(perplexities: dict[str, np.ndarray], percentiles=DEFAULT_PERCENTILES) -> dict[str, list[float]]:
@@ -96,6 +126,22 @@ def compute_cutoffs(perplexities: dict[str, np.ndarray], percentiles=DEFAULT_PER
     return out
 
 
+def read_perplexities(paths: list[str]) -> dict[str, np.ndarray]:
+    """language -> the non-null perplexities of document Parquet shards (only those two columns are
+    read, one row group at a time)."""
+    values: dict[str, list[np.ndarray]] = {}
+    for path in paths:
+        reader = pq.ParquetFile(path)
+        for i in range(reader.num_row_groups):
+            rg = reader.read_row_group(i, columns=["language", "perplexity"])
+            langs = np.array(rg.column("language").to_pylist(), dtype=object)
+            ppl = rg.column("perplexity").to_numpy(zero_copy_only=False).astype(np.float64)
+            ok = ~np.isnan(ppl)
+            for lang in sorted(set(langs[ok])):
+                values.setdefault(lang, []).append(ppl[ok & (langs == lang)])
+    return {lang: np.concatenate(v) for lang, v in values.items()}
+
+
 def load_cutoffs(path: str) -> dict[str, list[float]]:
     try:
         with open(path) as f:
@@ -106,30 +152,30 @@ def load_cutoffs(path: str) -> dict[str, list[float]]:
         raise ValueError(f"cannot read perplexity cut-offs from {path!r}: {err}") from err
 
 
+def bucket_of(perplexity: float | None, cutoffs: list[float] | None) -> str | None:
+    """cc_net's PerplexityBucket.get_bucket (cc_net/perplexity.py:273-284); None where cc_net says "all"."""
+    if perplexity is None or cutoffs is None or perplexity < 0:
+        return None
+    return "head" if perplexity < cutoffs[0] else "middle" if perplexity < cutoffs[1] else "tail"
+
+
 @dataclasses.dataclass
-class BucketByPerplexity:
+class BucketByPerplexity(Step):
+    """Adds `bucket` and drops the documents of the buckets not kept as `perplexity`. Documents without
+    a bucket (no LM for their language) are kept."""
+
     cutoffs: dict[str, list[float]] | None = None
     keep_buckets: tuple[str, ...] = ("head", "middle")
     name: str = "perplexity"
 
-    def __call__(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, StageStats]:
+    def process(self, batch, notes):
         assert self.cutoffs is not None, "BucketByPerplexity.cutoffs must be set"
-        stats = StageStats(self.name, docs_in=batch.num_rows)
         ppl = batch.column("perplexity").to_pylist()
         langs = batch.column("language").to_pylist()
-        buckets = []
-        for p, lang in zip(ppl, langs):
-            cut = self.cutoffs.get(lang)
-            if p is None or cut is None:
-                buckets.append(None)
-            else:
-                buckets.append("head" if p < cut[0] else "middle" if p < cut[1] else "tail")
-        keep = np.array([b is None or b in self.keep_buckets for b in buckets], dtype=bool)
-        stats.drop("perplexity", int((~keep).sum()))
-        stats.docs_out = int(keep.sum())
-        lengths = pc.utf8_length(batch.column("text")).to_numpy(zero_copy_only=False)
-        nlines = batch.column("nlines").to_numpy(zero_copy_only=False)
-        stats.chars_in, stats.chars_out = int(lengths.sum()), int(lengths[keep].sum())
-        stats.lines_in, stats.lines_out = int(nlines.sum()), int(nlines[keep].sum())
-        out = batch.append_column("bucket", pa.array(buckets, pa.string()))
-        return out.filter(pa.array(keep)), stats
+        buckets = [bucket_of(p, self.cutoffs.get(lang)) for p, lang in zip(ppl, langs)]
+        drop = np.array([b is not None and b not in self.keep_buckets for b in buckets], dtype=bool)
+        return Outcome(columns={"bucket": pa.array(buckets, pa.string())}, drop=drop, reason="perplexity")
+
+    def __call__(self, batch):
+        out, stats = super().__call__(batch)
+        return with_columns(out, {"bucket": pa.string()}), stats

@@ -3,9 +3,10 @@
 Two normalisations:
 - `normalize_for_dedup`: the key of line-level dedup: strip, lowercase, every digit -> 0, CCNet's
   Unicode punctuation and the non-printing characters removed.
-- `normalize_for_lm`: what the perplexity LM is trained and scored on: lowercase, accents removed
-  (NFD, combining marks dropped), digits -> 0, CCNet's Unicode punctuation mapped to ASCII,
-  non-printing characters removed.
+- `normalize_for_lm`: cc_net's `text_normalizer.normalize` (text_normalizer.py:158-173), what the
+  perplexity LM is trained and scored on, applied to a whole document: strip, lowercase, accents
+  removed (NFD, combining marks dropped), digits -> 0, CCNet's Unicode punctuation mapped to ASCII,
+  non-printing characters removed -- newlines too, so a document becomes one line.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def _strip_accents(line: str) -> str:
 
 
 def normalize_for_lm(line: str) -> str:
-    """One line, for the LM (training and scoring use this same function)."""
+    """A document (or line) for the LM; training and scoring use this same function."""
     line = line.strip().lower()
     line = _strip_accents(line)
     line = _DIGIT_RE.sub("0", line)

@@ -1,11 +1,15 @@
-"""The Wikipedia-vs-web linear quality classifier (LLaMA paper, CommonCrawl section; RedPajama v1's
-`wiki_prob`): a fastText supervised model, `__label__wiki` against `__label__cc`.
+"""The linear quality classifier of LLaMA (CommonCrawl section) as RedPajama v1 built it
+(data_prep/cc/classifier/, rp_v1 45b37c2): a fastText supervised model, `__label__wiki` (pages cited
+by Wikipedia, or Wikipedia text) against `__label__cc` (random web pages); `wiki_prob` = P(wiki).
 
-Training and scoring prepare text the same way (`prepare`): newlines become spaces, whitespace runs
-collapse, lowercase. Examples are deduplicated (exact, on the prepared text), balanced (the larger
-class is sampled down to the smaller) and shuffled with a fixed seed, then split into train and
-held-out sets; the saved model comes with a JSON card (data sources and counts, hyper-parameters,
-held-out ROC AUC, accuracy, precision and recall at the threshold).
+Text is prepared as RedPajama did, for training and scoring alike (`prepare`): lines joined with
+spaces, case kept, nothing cut (classify.py:40, create_corpus.py:29,51). Positives shorter than
+1,000 characters are left out (create_corpus.py:26). fastText's settings are its defaults
+(`fasttext supervised -input data_train -output model`, data_prep/cc/README.md:86) except one
+thread, for a deterministic model. Examples are deduplicated (exact, on the prepared text),
+balanced (the larger class is sampled down to the smaller) and shuffled with a fixed seed, then
+split into train and held-out sets; the saved model comes with a JSON card (data sources and counts,
+hyper-parameters, held-out ROC AUC, accuracy, precision and recall at the threshold).
 """
 from __future__ import annotations
 
@@ -18,27 +22,44 @@ import tempfile
 import numpy as np
 
 from classifiers.metrics import summarize
+from pipeline.models import load_fasttext
 from pipeline.runs import file_sha256
 
 POSITIVE, NEGATIVE = "__label__wiki", "__label__cc"
-MAX_CHARS = 20_000  # fastText reads at most this much of a page anyway for a useful signal
+MIN_POSITIVE_CHARS = 1000  # create_corpus.py:26
+PREPARATION = "lines joined with spaces (RedPajama v1 classify.py:40), case kept, nothing cut"
 
 
 def prepare(text: str) -> str:
-    return " ".join(text[:MAX_CHARS].split()).lower()
+    return " ".join(text.strip().splitlines())
 
 
 @dataclasses.dataclass
 class QualityHyperParameters:
-    epoch: int = 25
-    lr: float = 0.5
-    dim: int = 64
-    wordNgrams: int = 2
-    minCount: int = 1
-    bucket: int = 200_000
-    loss: str = "softmax"
-    thread: int = 1  # one thread: fastText's training is only deterministic on one
+    """What train-quality passes to fastText: nothing but one thread and the seed, so that every other
+    setting is fastText's `supervised` default as in RedPajama v1 (epoch 5, lr 0.1, dim 100, word
+    unigrams, softmax); a field set here overrides that default."""
+
+    epoch: int | None = None
+    lr: float | None = None
+    dim: int | None = None
+    wordNgrams: int | None = None
+    thread: int = 1  # one thread: fastText's training is only deterministic on one (its default: cores - 1)
     seed: int = 0
+
+    def arguments(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+FASTTEXT_ARGS = ("epoch", "lr", "dim", "ws", "wordNgrams", "minCount", "minn", "maxn", "neg", "bucket", "lrUpdateRate", "t", "thread", "seed")
+
+
+def fasttext_arguments(model) -> dict:
+    """The settings a trained fastText model was trained with, as fastText records them."""
+    args = model.f.getArgs()
+    out = {name: getattr(args, name) for name in FASTTEXT_ARGS}
+    out["loss"] = str(args.loss).rsplit(".", 1)[-1]
+    return out
 
 
 @dataclasses.dataclass
@@ -113,18 +134,18 @@ class QualityModel:
 
     @classmethod
     def load(cls, path: str) -> "QualityModel":
-        from pipeline.models import load_fasttext
-
         return cls(load_fasttext(path, "quality classifier", "train one with `corpusmill train-quality` or pass --quality-model"))
 
     def wiki_probability(self, texts: list[str]) -> np.ndarray:
+        """RedPajama's `wiki_prob` (classify.py:40-47): the top label's probability, or 1 minus it when
+        the top label is `__label__cc`."""
         if not texts:
             return np.empty(0, np.float32)
-        labels, probs = self.model.predict([prepare(t) for t in texts], k=2)
+        labels, probs = self.model.predict([prepare(t) for t in texts], k=1)
         out = np.empty(len(texts), np.float32)
         for i, (lab, p) in enumerate(zip(labels, probs)):
-            d = dict(zip(lab, p))
-            out[i] = min(1.0, float(d.get(POSITIVE, 0.0)))
+            top = min(1.0, float(p[0]))  # fastText's softmax can exceed 1 by a rounding step
+            out[i] = top if lab[0] == POSITIVE else 1.0 - top
         return out
 
 
@@ -136,7 +157,7 @@ def train(training: TrainingSet, output_model: str, hyper: QualityHyperParameter
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(output_model)), prefix=".tmp-quality-") as tmp:
         train_path = os.path.join(tmp, "train.txt")
         write_fasttext_file(train_path, training.train)
-        model = fasttext.train_supervised(input=train_path, verbose=0, **dataclasses.asdict(hyper))
+        model = fasttext.train_supervised(input=train_path, verbose=0, **hyper.arguments())
         tmp_model = os.path.join(tmp, "model.bin")
         model.save_model(tmp_model)
         os.replace(tmp_model, output_model)
@@ -149,11 +170,11 @@ def train(training: TrainingSet, output_model: str, hyper: QualityHyperParameter
         heldout = summarize(labels, scores, threshold)
     card = {
         "model": os.path.basename(output_model),
-        "task": "P(wikipedia) vs web page, fastText supervised (linear)",
+        "task": "P(wiki: cited by Wikipedia, or Wikipedia text) vs random web page, fastText supervised (linear)",
         "labels": {"positive": POSITIVE, "negative": NEGATIVE},
-        "preparation": "newlines -> spaces, whitespace collapsed, lowercased, first 20,000 characters",
+        "preparation": PREPARATION,
         "data": {"sources": sources, "counts": training.counts},
-        "hyper_parameters": dataclasses.asdict(hyper),
+        "hyper_parameters": {"set": hyper.arguments(), "trained_with": fasttext_arguments(model)},
         "threshold": threshold,
         "heldout": heldout,
         "sha256": file_sha256(output_model),

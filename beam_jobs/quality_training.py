@@ -1,0 +1,221 @@
+"""`corpusmill train-quality` and `corpusmill eval-quality`: the linear quality classifier.
+
+train-quality's positives are, as in LLaMA and RedPajama v1, the web pages Wikipedia cites: the pages
+of a ccnet run (`--pages`, a `corpusmill ccnet --no-quality` output) whose URL is in `--cited-urls`
+(a `corpusmill wiki-refs` list), taken from the head and middle buckets and of at least 1,000
+characters (create_corpus.py:13,26); `--match domain` counts a page as cited when its domain is
+(a proxy, for a crawl that was not made from the list). The negatives are the other pages of the run,
+head and middle (create_corpus.py:31-33), sampled down at random to as many as the positives. With
+`--positives` instead, Wikipedia's own text is the positive class (corpusmill's earlier classifier).
+
+The Beam job reads the examples, prepares them exactly as they are scored, and deduplicates them;
+each class is written sorted by hash, so the files do not depend on the runner. Balancing, the seeded
+shuffle, the held-out split and fastText's training (one thread: deterministic) follow in this process.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import typing
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.parquet as pq
+
+from beam_jobs.common import pipeline_options
+from classifiers.metrics import summarize
+from classifiers.quality_model import MIN_POSITIVE_CHARS, QualityHyperParameters, QualityModel, build_training_set, prepare, train
+from pipeline.quality_filter import DEFAULT_THRESHOLD
+from pipeline.runs import InputError, atomic_write_bytes, expand_inputs
+from pipeline.textio import iter_documents
+from pipeline.wiki_refs import domain_key, load_cited, url_key
+
+KEPT_BUCKETS = ("head", "middle")  # RedPajama read only cc_net's head and middle files
+PAGE_COLUMNS = ("url", "text", "language", "bucket")
+
+
+def iter_pages(path: str) -> typing.Iterator[dict]:
+    """The web pages of a ccnet run's Parquet shard (url, text, language, bucket), one row group at a time."""
+    try:
+        reader = pq.ParquetFile(path)
+    except Exception as err:
+        raise InputError(f"{path}: not a readable Parquet file ({err})") from err
+    names = reader.schema_arrow.names
+    if "text" not in names or "url" not in names:
+        raise InputError(f"{path}: not a ccnet document shard (needs 'url' and 'text' columns)")
+    columns = [c for c in PAGE_COLUMNS if c in names]
+    for i in range(reader.num_row_groups):
+        yield from reader.read_row_group(i, columns=columns).to_pylist()
+
+
+@beam.typehints.with_output_types(typing.Tuple[typing.Tuple[str, str], str])
+class ReadExamples(beam.DoFn):
+    """(role, path) -> ((label, sha1 of the prepared text), prepared text), and the reasons pages are
+    left out, counted under the "skipped" output.
+
+    role "pages": a ccnet shard; a page is a positive when the cited list (`cited_path`, read once per
+    worker: a real dump cites tens of millions of URLs) holds its key, else a negative; role
+    "wikipedia": Wikipedia text, all positives.
+    """
+
+    def __init__(self, language: str | None, cited_path: str | None = None, match: str = "url"):
+        self.language, self.cited_path, self.match = language, cited_path, match
+        self.cited: set[str] | None = None
+
+    def setup(self):
+        if self.cited_path is not None:
+            self.cited = load_cited(self.cited_path, self.match)
+
+    def process(self, element):
+        role, path = element
+        docs = iter_pages(path) if role == "pages" else iter_documents(path)
+        key = {"url": url_key, "domain": domain_key}[self.match]
+        for doc in docs:
+            text = doc.get("text") or ""
+            if self.language and doc.get("language") and doc["language"] != self.language:
+                yield beam.pvalue.TaggedOutput("skipped", f"{role}_other_language")
+                continue
+            if role == "pages" and doc.get("bucket") is not None and doc["bucket"] not in KEPT_BUCKETS:
+                yield beam.pvalue.TaggedOutput("skipped", "pages_tail_bucket")
+                continue
+            if role == "wikipedia":
+                label = "positives"
+            else:
+                label = "positives" if self.cited is not None and key(doc.get("url") or "") in self.cited else "negatives"
+            if label == "positives" and len(text) < MIN_POSITIVE_CHARS:
+                yield beam.pvalue.TaggedOutput("skipped", f"positives_under_{MIN_POSITIVE_CHARS}_chars")
+                continue
+            prepared = prepare(text)
+            if prepared:
+                yield (label, hashlib.sha1(prepared.encode()).hexdigest()), prepared
+
+
+def read_examples(items: list[tuple[str, str]], language: str | None, cited_path: str | None, match: str,
+                  workdir: str, beam_args: list[str]) -> dict:
+    """Writes `<workdir>/positives.txt` and `negatives.txt` (distinct prepared texts, sorted by hash)."""
+    os.makedirs(workdir, exist_ok=True)
+    counts_path = os.path.join(workdir, "read_counts.json")
+    for label in ("positives", "negatives"):  # a class nothing reaches has an empty file, not last run's
+        atomic_write_bytes(os.path.join(workdir, f"{label}.txt"), b"")
+
+    def write(kv):
+        label, texts = kv
+        body = "".join(t + "\n" for _, t in sorted(texts))
+        atomic_write_bytes(os.path.join(workdir, f"{label}.txt"), body.encode())
+        return label, len(texts)
+
+    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+        read = (
+            p | "Files" >> beam.Create(items) | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.ParDo(ReadExamples(language, cited_path, match)).with_outputs("skipped", main="examples")
+        )
+        distinct = read.examples | "Dedup" >> beam.CombinePerKey(lambda texts: min(texts))
+        written = (
+            distinct
+            | "ByLabel" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1])))
+            | "Group" >> beam.GroupByKey()
+            | "Write" >> beam.Map(write)
+        )
+        skipped = read.skipped | "CountSkipped" >> beam.combiners.Count.PerElement()
+        (
+            (written, skipped | "Tag" >> beam.Map(lambda kv: (f"skipped_{kv[0]}", kv[1])))
+            | beam.Flatten()
+            | beam.combiners.ToDict()
+            | beam.Map(lambda d: atomic_write_bytes(counts_path, json.dumps(d, sort_keys=True).encode()))
+        )
+    return json.load(open(counts_path))
+
+
+def _lines(path: str) -> list[str]:
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pages", "--negatives", dest="pages", required=True, nargs="+",
+                        help="web pages: Parquet shards of a `corpusmill ccnet --no-quality` run (any buckets; head and middle are used)")
+    positives = parser.add_mutually_exclusive_group(required=True)
+    positives.add_argument("--cited-urls", help="positives = the pages whose URL is in this list (`corpusmill wiki-refs`), as LLaMA/RedPajama")
+    positives.add_argument("--positives", nargs="+", help="positives = Wikipedia text instead: .jsonl[.gz], .txt, or Parquet shards")
+    parser.add_argument("--match", choices=("url", "domain"), default="url",
+                        help="with --cited-urls: a page is cited when its URL is (default), or, as a proxy, its domain")
+    parser.add_argument("--output", required=True, help="folder for the model (wiki_vs_cc.bin + .json card) and its training files")
+    parser.add_argument("--language", default="en", help="use only documents in this language when the input records one ('' for all)")
+    parser.add_argument("--max-per-class", type=int, default=None)
+    parser.add_argument("--heldout", type=float, default=0.1, help="held-out fraction (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="threshold the card reports precision/recall at")
+    parser.add_argument("--epoch", type=int, default=None, help="fastText setting (default: fastText's, as RedPajama v1)")
+    parser.add_argument("--lr", type=float, default=None, help="fastText setting (default: fastText's)")
+    parser.add_argument("--dim", type=int, default=None, help="fastText setting (default: fastText's)")
+    parser.add_argument("--word-ngrams", type=int, default=None, help="fastText setting (default: fastText's)")
+    parser.add_argument("--force", action="store_true")
+
+
+def run_train(args, beam_args: list[str]) -> int:
+    model_path = os.path.join(args.output, "wiki_vs_cc.bin")
+    if os.path.isfile(model_path) and os.path.isfile(model_path + ".json") and not args.force:
+        print(f"quality model exists: {model_path} (use --force to retrain)")
+        return 0
+    pages = expand_inputs(args.pages)
+    items = [("pages", p) for p in pages]
+    if args.cited_urls:
+        cited_keys = len(load_cited(args.cited_urls, args.match))  # reads the list here too: a bad file fails before Beam
+        positives = {"cited_urls": args.cited_urls, "match": args.match, "cited_keys": cited_keys, "from": "pages"}
+    else:
+        wiki = expand_inputs(args.positives)
+        items += [("wikipedia", p) for p in wiki]
+        positives = {"wikipedia": wiki}
+    workdir = os.path.join(args.output, "examples")
+    counts = read_examples(items, args.language or None, args.cited_urls, args.match, workdir, beam_args)
+    training = build_training_set(
+        _lines(os.path.join(workdir, "positives.txt")), _lines(os.path.join(workdir, "negatives.txt")),
+        seed=args.seed, heldout_fraction=args.heldout, max_per_class=args.max_per_class,
+    )
+    training.counts.update({k: v for k, v in counts.items() if k.startswith("skipped_")})
+    hyper = QualityHyperParameters(epoch=args.epoch, lr=args.lr, dim=args.dim, wordNgrams=args.word_ngrams, seed=args.seed)
+    sources = {"positives": positives, "negatives": {"pages": pages, "buckets": list(KEPT_BUCKETS)}, "language": args.language or "all"}
+    card = train(training, model_path, hyper, args.threshold, sources)
+    print(f"quality classifier -> {model_path}")
+    print(_metrics_line(card["heldout"]))
+    return 0
+
+
+def _metrics_line(m: dict | None) -> str:
+    if not m:
+        return "  (too few examples for a held-out evaluation)"
+    return (f"  held-out: {m['examples']} examples, ROC AUC {m['roc_auc']:.4f}, accuracy {m['accuracy']:.4f}, "
+            f"precision {m['precision']:.4f} / recall {m['recall']:.4f} at P(wiki) >= {m['threshold']}")
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--positives", required=True, nargs="+")
+    parser.add_argument("--negatives", required=True, nargs="+")
+    parser.add_argument("--language", default="en")
+    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
+def run_eval(args, beam_args: list[str]) -> int:
+    if beam_args:
+        raise ValueError(f"unrecognized arguments: {' '.join(beam_args)}")
+    model = QualityModel.load(args.model)
+    texts, labels = [], []
+    for label, globs in ((True, args.positives), (False, args.negatives)):
+        for path in expand_inputs(globs):
+            for doc in iter_documents(path):
+                if args.language and doc.get("language") and doc["language"] != args.language:
+                    continue
+                if (doc["text"] or "").strip():
+                    texts.append(doc["text"])
+                    labels.append(label)
+    if not any(labels) or all(labels):
+        raise ValueError("eval-quality needs both positives and negatives")
+    metrics = summarize(np.array(labels), model.wiki_probability(texts), args.threshold)
+    print(json.dumps(metrics, indent=2) if args.json else _metrics_line(metrics))
+    return 0
