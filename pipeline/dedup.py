@@ -91,12 +91,14 @@ def census_input(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
 # --- the census: hash ranges on disk ----------------------------------------------------------------
 
 HASHES_DIR, DROPS_DIR = "hashes", "drops"
-PAIR_BYTES = 16
+
+
+CENSUS_BYTES_PER_LINE = 64  # a range's pairs (16 bytes a line) and the sort's copies, measured: bench/census_sim.py
 
 
 def range_count(lines: int, range_budget_bytes: int, minimum: int = 1) -> int:
-    """Ranges enough for one range's pairs (16 bytes a line, about twice that while sorting) to fit."""
-    return max(minimum, -(-lines * PAIR_BYTES * 2 // max(range_budget_bytes, 1)))
+    """Ranges enough for one range's census to fit the budget."""
+    return max(minimum, -(-lines * CENSUS_BYTES_PER_LINE // max(range_budget_bytes, 1)))
 
 
 def range_bounds(r: int, ranges: int) -> tuple[int, int | None]:
@@ -109,15 +111,27 @@ def write_file_hashes(work, file_index: int, hashes: np.ndarray, orders: np.ndar
     write_pairs(work.path(HASHES_DIR, f"{file_index:06d}.pairs"), keys, values)
 
 
-def duplicated_pairs(hashes: np.ndarray, orders: np.ndarray, policy: str, group_files: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def duplicated_pairs(hashes: np.ndarray, orders: np.ndarray, policy: str, group_files: int = 0,
+                     ties_in_order: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(orders, hashes) of the lines to drop among these pairs (one hash range of the whole input),
-    sorted by (order, hash). Pairs are unique: a document holds a line once (`HashLines`)."""
-    groups = (orders >> np.uint64(OFFSET_BITS)) // np.uint64(group_files) if group_files else np.zeros(len(orders), np.uint64)
-    sort = np.lexsort((orders, hashes, groups))
-    hashes, orders, groups = hashes[sort], orders[sort], groups[sort]
-    new = np.r_[True, (hashes[1:] != hashes[:-1]) | (groups[1:] != groups[:-1])]
+    sorted by (order, hash). Pairs are unique: a document holds a line once (`HashLines`).
+    `ties_in_order`: pairs of equal hash already come in order (each file's sorted run, files in
+    input order, as the census reads them), so a stable sort by hash alone suffices (less memory)."""
+    if group_files:
+        groups = (orders >> np.uint64(OFFSET_BITS)) // np.uint64(group_files)
+        sort = np.lexsort((orders, hashes, groups))
+        groups = groups[sort]
+    else:
+        sort = np.argsort(hashes, kind="stable") if ties_in_order else np.lexsort((orders, hashes))
+    hashes, orders = hashes[sort], orders[sort]
+    del sort
+    new = np.empty(len(hashes), bool)
+    new[:1] = True
+    np.not_equal(hashes[1:], hashes[:-1], out=new[1:])
+    if group_files:
+        new[1:] |= groups[1:] != groups[:-1]
     starts = np.flatnonzero(new)
-    counts = np.diff(np.r_[starts, len(hashes)])
+    counts = np.diff(np.append(starts, len(hashes)))
     shared = np.repeat(counts > 1, counts)
     drop = shared if policy == "remove_all" else shared & ~new  # keep_first: the smallest order stays
     return sort_pairs(orders[drop], hashes[drop])
@@ -129,7 +143,8 @@ def census_range(work, r: int, ranges: int, files: int, policy: str, group_files
     parts = [read_pairs(work.path(HASHES_DIR, f"{i:06d}.pairs"), lo, hi) for i in range(files)]
     hashes = np.concatenate([h for h, _ in parts]) if parts else np.empty(0, np.uint64)
     orders = np.concatenate([o for _, o in parts]) if parts else np.empty(0, np.uint64)
-    drop_orders, drop_hashes = duplicated_pairs(hashes, orders, policy, group_files)
+    del parts
+    drop_orders, drop_hashes = duplicated_pairs(hashes, orders, policy, group_files, ties_in_order=True)
     write_pairs(work.path(DROPS_DIR, f"{r:06d}.pairs"), drop_orders, drop_hashes)
     return {"lines": int(len(hashes)), "dropped_lines": int(len(drop_orders)), "bytes": int(hashes.nbytes + orders.nbytes)}
 

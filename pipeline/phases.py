@@ -240,7 +240,11 @@ class LineCensus(Barrier):
 
     def result(self, reduced, item_outputs):
         return {"ranges": len(item_outputs), "lines": reduced.get("lines", 0),
-                "range_bytes_max": max((o["bytes"] for o in item_outputs), default=0)}
+                "range_bytes_max": max((o["bytes"] for o in item_outputs), default=0),
+                "dropped_lines": sum(o["dropped_lines"] for o in item_outputs)}
+
+    def extra(self, result):
+        return {"census": result}
 
 
 class MinHashClusters(Barrier):
