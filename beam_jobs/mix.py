@@ -5,9 +5,8 @@ front from the `.idx` lengths alone (`tokenizer/mix.py`: seeded, whole documents
 the tolerance or a clear error); Beam then writes the mixed shards in parallel, each one a pure
 function of the plan, and the manifest last.
 
-Graph:
-    plan (driver) -> shards [(source, document) arrays] -> WriteMixedShard -> mixed-NNNNN.{bin,idx,src}
-        -> Finalize: manifest.json (docs/token-shards.md) + stats.json
+The job convention (`pipeline/job.py`): one task per mixed shard (a plan of one phase), each with
+its completion marker, so a killed mix resumes; then manifest.json (docs/token-shards.md), stats.json.
 
 A source planned for more than `--max-epochs` epochs (default 2.5, just above LLaMA's largest, 2.45
 for Wikipedia) is repeated that many times in the stream: the summary says so and manifest.json
@@ -19,12 +18,13 @@ import argparse
 import os
 import time
 
-import apache_beam as beam
 import numpy as np
 
-from beam_jobs.common import pipeline_options
-from pipeline.accounting import JobStats, StageStats
-from pipeline.runs import InputError, finalize, input_fingerprint, is_complete
+from beam_jobs.common import beam_executor
+from pipeline.accounting import StageStats
+from pipeline.job import run_plan
+from pipeline.plan import FilePhase, FileResult, Plan
+from pipeline.runs import InputError
 from pipeline.schema import SOURCES
 from tokenizer import spm as spm_lib
 from tokenizer.inputs import parse_shares, target_shares
@@ -56,41 +56,49 @@ def source_prefixes(folder: str, manifest: dict) -> dict[str, list[str]]:
     return {s: out[s] for s in SOURCES if s in out}
 
 
-class WriteMixedShard(beam.DoFn):
-    def __init__(self, output: str, prefixes: dict[str, list[str]]):
-        self.output, self.prefixes = output, prefixes
+class MixPhase(FilePhase):
+    """One mixed shard per task (the plan's "files" are the shards of the mix plan, by index)."""
 
-    def setup(self):
-        self.by_source = {SOURCES.index(s): SourceDocuments(p) for s, p in self.prefixes.items()}
+    name = "mix"
 
-    def process(self, element):
-        index, sources, documents = element
-        prefix = mixed_prefix(index)
-        info = write_mixed_shard(os.path.join(self.output, prefix), sources, documents, self.by_source)
-        yield {"prefix": prefix, **info}
+    def __init__(self, output: str, prefixes: dict[str, list[str]], shards: list, stage: StageStats):
+        self.output, self.prefixes, self.shards, self.stage = output, prefixes, shards, stage
+        self._by_source = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_by_source": None}  # the memory-mapped inputs open once per worker
+
+    def stages(self):
+        return [STAGE]
+
+    def run(self, file_index, path, work, barrier):
+        if self._by_source is None:
+            self._by_source = {SOURCES.index(s): SourceDocuments(p) for s, p in self.prefixes.items()}
+        sources, documents = self.shards[file_index]
+        prefix = mixed_prefix(file_index)
+        info = write_mixed_shard(os.path.join(self.output, prefix), sources, documents, self._by_source)
+        # The plan's accounting is of the whole mix, not per shard: the first task reports it.
+        stats = [self.stage.to_dict()] if file_index == 0 else [StageStats(STAGE).to_dict()]
+        return FileResult(self.name, file_index, stats, [], {"shard": {"prefix": prefix, **info}})
 
 
-class FinalizeMix(beam.DoFn):
-    def __init__(self, output: str, manifest_base: dict, stats: JobStats):
-        self.output, self.manifest_base, self.stats = output, manifest_base, stats
-
-    def process(self, _, shards):
-        shards = sorted(shards, key=lambda s: s["prefix"])
-        manifest = dict(self.manifest_base)
+def close(output: str, manifest_base: dict):
+    def write(results):
+        shards = sorted((r.summary["shard"] for r in results), key=lambda s: s["prefix"])
+        manifest = dict(manifest_base)
         manifest["shards"] = shards
         manifest["total"] = {"documents": sum(s["documents"] for s in shards), "tokens": sum(s["tokens"] for s in shards)}
-        planned = manifest["planned_total"]
-        if manifest["total"] != planned:
-            raise AssertionError(f"mixed shards hold {manifest['total']}, the plan says {planned}")
+        if manifest["total"] != manifest["planned_total"]:
+            raise AssertionError(f"mixed shards hold {manifest['total']}, the plan says {manifest['planned_total']}")
         keep = {s["prefix"] for s in shards}
-        for name in os.listdir(self.output):
+        for name in os.listdir(output):
             stem, ext = os.path.splitext(name)
             if ext in SHARD_EXTS and stem.startswith("mixed-") and stem not in keep:
-                os.remove(os.path.join(self.output, name))
-        write_manifest(self.output, manifest)
-        files = [MANIFEST_FILE] + [s["prefix"] + ext for s in shards for ext in SHARD_EXTS]
-        finalize(self.output, self.stats, files, [])
-        yield manifest
+                os.remove(os.path.join(output, name))
+        write_manifest(output, manifest)
+        return {"sources": manifest["sources"]}, [MANIFEST_FILE] + [s["prefix"] + ext for s in shards for ext in SHARD_EXTS]
+
+    return write
 
 
 def plan(input_folder: str, shares_text: str | None, renormalize: bool, tokens: int | None, seed: int, tolerance: float,
@@ -132,12 +140,6 @@ def run(args, beam_args: list[str]) -> int:
     settings = {"tokens": total, "targets": targets, "seed": args.seed, "tolerance": args.tolerance, "shard_tokens": args.shard_tokens,
                 "max_epochs": args.max_epochs}
     inputs = [p + ext for ps in prefixes.values() for p in ps for ext in (".bin", ".idx")]
-    fingerprint = input_fingerprint(inputs, settings)
-    if not args.force and is_complete(args.output, fingerprint):
-        print(f"{args.output}: up to date (same inputs and config); --force reruns")
-        for w in read_manifest(args.output).get("warnings", []):
-            print(f"  warning: {w['message']}")
-        return 0
     shares = achieved_shares(plans)
     stage = StageStats(STAGE)
     for name, p in plans.items():
@@ -171,17 +173,16 @@ def run(args, beam_args: list[str]) -> int:
         "max_epochs": args.max_epochs,
         "warnings": warnings,
     }
-    job = JobStats("mix", [stage], {"fingerprint": fingerprint, "config": settings, "sources": base["sources"]})
     os.makedirs(args.output, exist_ok=True)
     started = time.time()
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-        written = (
-            p
-            | "Shards" >> beam.Create([(i, s, d) for i, (s, d) in enumerate(shards)])
-            | "Spread" >> beam.Reshuffle()
-            | "WriteMixedShard" >> beam.ParDo(WriteMixedShard(args.output, prefixes))
-        )
-        _ = p | "CloseRun" >> beam.Create([None]) | "Finalize" >> beam.ParDo(FinalizeMix(args.output, base, job), beam.pvalue.AsList(written))
+    phase = MixPhase(args.output, prefixes, shards, stage)
+    stats = run_plan(Plan("mix", [phase]), [f"{args.output}#shard-{i}" for i in range(len(shards))], args.output, settings,
+                     force=args.force, executor=beam_executor(beam_args), close=close(args.output, base), fingerprint_inputs=inputs)
+    if stats is None:
+        print(f"{args.output}: up to date (same inputs and config); --force reruns")
+        for w in read_manifest(args.output).get("warnings", []):
+            print(f"  warning: {w['message']}")
+        return 0
     out = read_manifest(args.output)
     print(f"mix: {out['total']['tokens']} tokens, {out['total']['documents']} documents in {len(out['shards'])} shard(s) -> {args.output} ({time.time() - started:.1f} s)")
     for name, s in out["sources"].items():

@@ -52,11 +52,12 @@ def _remove(path: str) -> None:
 
 def run_plan(plan: Plan, paths: Sequence[str], output: str, config: dict, *, force: bool = False,
              executor: Callable | None = None, progress: bool = True, extra: dict | None = None,
-             close: Callable | None = None) -> dict | None:
+             close: Callable | None = None, fingerprint_inputs: Sequence[str] | None = None) -> dict | None:
     """Run a plan job; returns its stats, or None when OUTPUT already holds this run (same inputs and config).
     `executor(plan, paths, work)` runs every task (default: in this process); `close(results)` writes
-    what the job writes besides shards (a manifest) and returns (stats extra, file names)."""
-    fingerprint = input_fingerprint(list(paths), {"job": plan.job, **config})
+    what the job writes besides shards (a manifest) and returns (stats extra, file names).
+    `fingerprint_inputs`: the files the run depends on, when the tasks are not files (default: paths)."""
+    fingerprint = input_fingerprint(list(fingerprint_inputs or paths), {"job": plan.job, **config})
     if not force and is_complete(output, fingerprint):
         return None
     work = work_for(output, fingerprint)
