@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="output folder for part-NNNNN.parquet, stats.json, dead_letter.jsonl")
     parser.add_argument("--extractor", default=d.extractor, choices=["resiliparse", "trafilatura"])
     parser.add_argument("--dedup", default=d.dedup_policy, choices=POLICIES, help="line dedup policy (default: %(default)s, as CCNet)")
+    parser.add_argument("--exact-dedup", action="store_true",
+                        help="keep one copy of each page (same extracted text) before the line dedup, as RedPajama v1 (default: off, as cc_net)")
     parser.add_argument("--dedup-group-files", type=int, default=d.dedup_group_files,
                         help="0: dedup across all inputs (default); N: within groups of N consecutive input files (cc_net's hash_in_mem)")
     parser.add_argument("--census-range-mb", type=int, default=d.census_range_mb,
@@ -52,6 +54,7 @@ def config_from_args(args) -> CCNetConfig:
     return CCNetConfig(
         extractor=args.extractor,
         dedup_policy=args.dedup,
+        exact_dedup=args.exact_dedup,
         dedup_group_files=args.dedup_group_files,
         census_range_mb=args.census_range_mb,
         min_length=args.min_length,

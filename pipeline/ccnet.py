@@ -2,6 +2,7 @@
 
     prepare (per file):  read (WARC/WET/ARC) -> extract -> min_length -> dedup_in_document
                          -> documents + line hashes in the work folder
+                         (with exact_dedup: first a content-hash census, keep_first, as RedPajama v1)
     census (barrier):    line census per hash range -> each range's drop list
     score (per file):    dedup (the file's own drops) -> language -> perplexity_score
                          -> documents + a bounded perplexity sample
@@ -19,6 +20,7 @@ import os
 import pyarrow.compute as pc
 
 from pipeline.dedup import ApplyDedup, HashLines, file_drops
+from pipeline.sources.common import HashContent
 from pipeline.extract import ExtractText
 from pipeline.langid import IdentifyLanguage
 from pipeline.models import default_lid_path, default_lm_dir, default_quality_model_path, load_fasttext
@@ -34,6 +36,7 @@ from pipeline.warc import iter_raw_batches
 class CCNetConfig:
     extractor: str = "resiliparse"
     min_length: int = 300  # cc_net mine.py:84 / process_wet_file.py:134: shorter documents are dropped
+    exact_dedup: bool = False  # RedPajama v1's document dedup (dedup_phase2), before the line census
     dedup_policy: str = "remove_all"
     dedup_group_files: int = 0  # 0: global; N: dedup within groups of N consecutive inputs (cc_net hash_in_mem)
     census_range_mb: int = 512  # memory budget of one hash range of the census
@@ -69,12 +72,22 @@ class CCNetConfig:
 
     def plan(self, output: str) -> Plan:
         fixed = self.fixed_cutoffs()
-        prepare = StepsPhase(
-            "prepare", ReadInput(self._read),
-            lambda i, work, b: [ExtractText(self.extractor), MinLength(self.min_length), HashLines()],
-            WriteWork("documents"), output, collect=CollectLineHashes,
-        )
         census = LineCensus(self.dedup_policy, self.census_range_mb << 20, self.dedup_group_files)
+        extract = [ExtractText(self.extractor), MinLength(self.min_length)]
+        if self.exact_dedup:
+            # One copy of each page (the first in input order) before the line census, so that a page
+            # crawled twice keeps its lines (RedPajama v1 data_prep/cc/dedup/dedup_phase2.py).
+            documents = LineCensus("keep_first", self.census_range_mb << 20, name="documents")
+            head = [
+                StepsPhase("prepare", ReadInput(self._read), lambda i, work, b: extract + [HashContent()], WriteWork("extracted"), output,
+                           collect=lambda: CollectLineHashes("documents")),
+                documents,
+                StepsPhase("hash_lines", ReadWork("extracted"), lambda i, work, b: [self._exact_dedup(i, work, b), HashLines()],
+                           WriteWork("documents"), output, collect=CollectLineHashes),
+            ]
+        else:
+            head = [StepsPhase("prepare", ReadInput(self._read), lambda i, work, b: extract + [HashLines()], WriteWork("documents"), output,
+                               collect=CollectLineHashes)]
 
         def score_steps(i, work, census_result):
             drops = file_drops(work, i, census_result["ranges"]) if work is not None else ()
@@ -86,11 +99,16 @@ class CCNetConfig:
             return steps + (self._finish_steps(fixed) if fixed is not None else [])
 
         if fixed is not None:
-            return Plan("ccnet", [prepare, census, StepsPhase("score", ReadWork("documents"), score_steps, WriteShard(), output)])
+            return Plan("ccnet", head + [census, StepsPhase("score", ReadWork("documents"), score_steps, WriteShard(), output)])
         score = StepsPhase("score", ReadWork("documents"), score_steps, WriteWork("scored"), output,
                            collect=lambda: CollectPerplexitySample(self.cutoff_sample))
         finish = StepsPhase("finish", ReadWork("scored"), lambda i, work, cutoffs: self._finish_steps(cutoffs), WriteShard(), output)
-        return Plan("ccnet", [prepare, census, score, PerplexityCutoffs(self.cutoff_sample), finish])
+        return Plan("ccnet", head + [census, score, PerplexityCutoffs(self.cutoff_sample), finish])
+
+    @staticmethod
+    def _exact_dedup(i, work, census_result):
+        step = dict(name="exact_dedup", reason="duplicate_document")
+        return ApplyDedup(file_drops(work, i, census_result["ranges"], "documents"), **step) if work is not None else ApplyDedup(**step)
 
     def _read(self, path, file_index, stats, dead):
         return iter_raw_batches(path, file_index, stats, dead, self.batch_records)

@@ -90,7 +90,7 @@ def census_input(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
 
 # --- the census: hash ranges on disk ----------------------------------------------------------------
 
-HASHES_DIR, DROPS_DIR = "hashes", "drops"
+HASHES_DIR, DROPS_DIR = "hashes", "drops"  # under work/<census name>/
 
 
 CENSUS_BYTES_PER_LINE = 64  # a range's pairs (16 bytes a line) and the sort's copies, measured: bench/census_sim.py
@@ -106,9 +106,9 @@ def range_bounds(r: int, ranges: int) -> tuple[int, int | None]:
     return lo, None if r == ranges - 1 else ((r + 1) << 64) // ranges
 
 
-def write_file_hashes(work, file_index: int, hashes: np.ndarray, orders: np.ndarray) -> None:
+def write_file_hashes(work, file_index: int, hashes: np.ndarray, orders: np.ndarray, census: str = "census") -> None:
     keys, values = sort_pairs(hashes, orders)
-    write_pairs(work.path(HASHES_DIR, f"{file_index:06d}.pairs"), keys, values)
+    write_pairs(work.path(census, HASHES_DIR, f"{file_index:06d}.pairs"), keys, values)
 
 
 def duplicated_pairs(hashes: np.ndarray, orders: np.ndarray, policy: str, group_files: int = 0,
@@ -137,22 +137,22 @@ def duplicated_pairs(hashes: np.ndarray, orders: np.ndarray, policy: str, group_
     return sort_pairs(orders[drop], hashes[drop])
 
 
-def census_range(work, r: int, ranges: int, files: int, policy: str, group_files: int = 0) -> dict:
+def census_range(work, r: int, ranges: int, files: int, policy: str, group_files: int = 0, census: str = "census") -> dict:
     """The census of hash range r over every file's pairs; writes that range's drop list."""
     lo, hi = range_bounds(r, ranges)
-    parts = [read_pairs(work.path(HASHES_DIR, f"{i:06d}.pairs"), lo, hi) for i in range(files)]
+    parts = [read_pairs(work.path(census, HASHES_DIR, f"{i:06d}.pairs"), lo, hi) for i in range(files)]
     hashes = np.concatenate([h for h, _ in parts]) if parts else np.empty(0, np.uint64)
     orders = np.concatenate([o for _, o in parts]) if parts else np.empty(0, np.uint64)
     del parts
     drop_orders, drop_hashes = duplicated_pairs(hashes, orders, policy, group_files, ties_in_order=True)
-    write_pairs(work.path(DROPS_DIR, f"{r:06d}.pairs"), drop_orders, drop_hashes)
+    write_pairs(work.path(census, DROPS_DIR, f"{r:06d}.pairs"), drop_orders, drop_hashes)
     return {"lines": int(len(hashes)), "dropped_lines": int(len(drop_orders)), "bytes": int(hashes.nbytes + orders.nbytes)}
 
 
-def file_drops(work, file_index: int, ranges: int) -> tuple[np.ndarray, np.ndarray]:
+def file_drops(work, file_index: int, ranges: int, census: str = "census") -> tuple[np.ndarray, np.ndarray]:
     """The join: (orders, hashes) of this file's lines to drop, read from each range's drop list."""
     lo, hi = file_index << OFFSET_BITS, (file_index + 1) << OFFSET_BITS
-    parts = [read_pairs(work.path(DROPS_DIR, f"{r:06d}.pairs"), lo, hi) for r in range(ranges)]
+    parts = [read_pairs(work.path(census, DROPS_DIR, f"{r:06d}.pairs"), lo, hi) for r in range(ranges)]
     if not parts:
         return np.empty(0, np.uint64), np.empty(0, np.uint64)
     return sort_pairs(np.concatenate([o for o, _ in parts]), np.concatenate([h for _, h in parts]))

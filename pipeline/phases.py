@@ -120,9 +120,10 @@ class _ShardSink:
 # --- what a phase collects for the next barrier --------------------------------------------------------
 
 class CollectLineHashes:
-    """Every surviving line's (hash, document order), written sorted by hash for the census."""
+    """Every surviving line's (hash, document order), written sorted by hash for the census `census`."""
 
-    def __init__(self):
+    def __init__(self, census: str = "census"):
+        self.census = census
         self.hashes, self.orders = [], []
 
     def add(self, batch):
@@ -133,7 +134,7 @@ class CollectLineHashes:
     def close(self, file_index: int, work: Work) -> dict:
         h = np.concatenate(self.hashes) if self.hashes else np.empty(0, np.uint64)
         o = np.concatenate(self.orders) if self.orders else np.empty(0, np.uint64)
-        dedup.write_file_hashes(work, file_index, h, o)
+        dedup.write_file_hashes(work, file_index, h, o, self.census)
         return {"lines": int(len(h)), "hashed_files": 1}
 
 
@@ -223,12 +224,11 @@ class LineCensus(Barrier):
     """The global census of line (or content) hashes, one work item per hash range (pipeline/dedup.py).
     The next phase receives the range count and reads its own drop list (`file_drops`)."""
 
-    name = "census"
-
-    def __init__(self, policy: str, range_budget_bytes: int, group_files: int = 0, min_ranges: int = 1):
+    def __init__(self, policy: str, range_budget_bytes: int, group_files: int = 0, min_ranges: int = 1, name: str = "census"):
         if policy not in dedup.POLICIES:
             raise ValueError(f"unknown dedup policy {policy!r}: one of {', '.join(dedup.POLICIES)}")
         self.policy, self.range_budget_bytes, self.group_files, self.min_ranges = policy, range_budget_bytes, group_files, min_ranges
+        self.name = name
 
     def items(self, reduced):
         ranges = dedup.range_count(reduced.get("lines", 0), self.range_budget_bytes, self.min_ranges)
@@ -236,7 +236,7 @@ class LineCensus(Barrier):
 
     def run_item(self, item, work, reduced):
         r, ranges, files = item
-        return dedup.census_range(work, r, ranges, files, self.policy, self.group_files)
+        return dedup.census_range(work, r, ranges, files, self.policy, self.group_files, self.name)
 
     def result(self, reduced, item_outputs):
         return {"ranges": len(item_outputs), "lines": reduced.get("lines", 0),
@@ -244,7 +244,7 @@ class LineCensus(Barrier):
                 "dropped_lines": sum(o["dropped_lines"] for o in item_outputs)}
 
     def extra(self, result):
-        return {"census": result}
+        return {self.name: result}
 
 
 class MinHashClusters(Barrier):

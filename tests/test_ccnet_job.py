@@ -159,3 +159,39 @@ def test_dask_runner_gives_identical_bytes(run_one, tmp_path, lm_dir):
                     "--runner", "apache_beam.runners.dask.dask_runner.DaskRunner", "--dask_client_address", cluster.scheduler_address]
             assert main(args) == 0
     assert shard_bytes(tmp_path) == shard_bytes(run_one)
+
+
+def test_a_page_crawled_twice_keeps_one_copy_with_exact_dedup(tmp_path, lm_dir):
+    """Two snapshots holding the same pages: line dedup alone removes both copies of every line
+    (remove_all); the document dedup first (RedPajama v1's dedup_phase2) keeps the first copy."""
+    for k in (1, 2):
+        os.symlink(WARCS[0], tmp_path / f"snapshot{k}.warc.gz")
+    inputs = sorted(str(p) for p in tmp_path.glob("snapshot*.warc.gz"))
+    config = dict(lm_dir=lm_dir, quality_model=None, keep_buckets=("head", "middle", "tail"))
+    plain = in_process(inputs, CCNetConfig(**config), tmp_path / "plain")
+    exact = in_process(inputs, CCNetConfig(exact_dedup=True, **config), tmp_path / "exact")
+    single = in_process(inputs[:1], CCNetConfig(**config), tmp_path / "single")
+    assert plain["kept"] == 0
+    extracted = stage(exact, "min_length")["docs_out"]
+    assert stage(exact, "exact_dedup")["dropped"] == {"duplicate_document": extracted // 2}
+    # what is left is the first snapshot alone, as if the second had not been crawled
+    assert exact["kept"] == single["kept"] > 0
+    assert shard_bytes(tmp_path / "exact")["part-00000.parquet"] == shard_bytes(tmp_path / "single")["part-00000.parquet"]
+
+
+def test_dedup_within_groups_of_files(tmp_path, lm_dir):
+    """--dedup-group-files 1: each file is deduplicated on its own (cc_net's hash_in_mem), so two
+    copies of a file no longer remove each other's lines."""
+    for k in (1, 2):
+        os.symlink(WARCS[0], tmp_path / f"copy{k}.warc.gz")
+    inputs = sorted(str(p) for p in tmp_path.glob("copy*.warc.gz"))
+    config = dict(lm_dir=lm_dir, quality_model=None, keep_buckets=("head", "middle", "tail"))
+    grouped = in_process(inputs, CCNetConfig(dedup_group_files=1, **config), tmp_path / "grouped")
+    single = in_process(inputs[:1], CCNetConfig(**config), tmp_path / "single")
+    assert stage(grouped, "dedup")["lines_out"] == 2 * stage(single, "dedup")["lines_out"]
+
+
+def test_short_documents_are_dropped_as_cc_net_does(run_one):
+    stats = json.loads((run_one / "stats.json").read_text())
+    short = stage(stats, "min_length")
+    assert short["dropped"].get("too_short", 0) == short["docs_in"] - short["docs_out"] > 0
