@@ -26,7 +26,7 @@ def inputs(tmp_path_factory):
 
 def command(inputs, output, lm_dir):
     return [sys.executable, "-m", "pipeline.cli", "ccnet", "--input", *inputs, "--output", str(output), "--lm-dir", lm_dir,
-            "--direct_num_workers=1", "--no-quality"]
+            "--direct_num_workers=1", "--no-quality", "--dedup-group-files=1"]  # copies do not dedup each other away
 
 
 def run(cmd, kill_at_markers: int | None = None, output=None) -> tuple[int, float]:
@@ -71,7 +71,10 @@ def test_killed_run_resumes_to_the_same_bytes(inputs, uninterrupted, tmp_path, l
     kept = len(glob.glob(f"{tmp_path}/.work/*/done/prepare/*.json"))
     code, rerun_cpu = run(command(inputs, tmp_path, lm_dir))
     assert code == 0
-    assert outputs(tmp_path) == outputs(whole)
+    got, want = outputs(tmp_path), outputs(whole)
+    assert got.keys() == want.keys()
+    for name in want:
+        assert got[name] == want[name], (name, got[name][:3000], want[name][:3000])
     assert not os.path.exists(tmp_path / ".work")  # the work folder goes once the run is complete
     assert kept > 0
     if share >= 0.5:
