@@ -65,7 +65,7 @@ def main() -> None:
         write_file_hashes(work, f, key[:, 1].copy(), key[:, 0].copy())
     t_write = time.perf_counter() - t0
     lines = args.files * per_file
-    hashes_bytes = folder_bytes(work.path("hashes"))
+    hashes_bytes = folder_bytes(work.path("census", "hashes"))
 
     ranges = range_count(lines, args.range_mb << 20)
     rss_before = peak_rss()
@@ -77,7 +77,7 @@ def main() -> None:
         dropped += out["dropped_lines"]
     t_census = time.perf_counter() - t0
     rss_census = peak_rss()
-    drops_bytes = folder_bytes(work.path("drops"))
+    drops_bytes = folder_bytes(work.path("census", "drops"))
 
     t0 = time.perf_counter()
     join_max = 0

@@ -1,7 +1,7 @@
 """Throughput of the six `corpusmill source` jobs over the shared miniature corpus.
 
 For each source: documents/s and MB/s (input bytes as stored, and text characters read) of
-  - the in-process executor (`pipeline.sources.run_local`: one process = one core), and
+  - the in-process executor (`pipeline.plan.run_local` via `pipeline.job.run_plan`: one process = one core), and
   - the Beam job on the DirectRunner with N workers (multi_processing), per core = rate / N
     (includes Beam's start-up, a few seconds, which dominates on inputs this small).
 Reads /work/shared/corpus (or $CORPUSMILL_SHARED); not a test. Usage:
@@ -17,6 +17,7 @@ import tempfile
 import time
 
 from pipeline import sources
+from pipeline.job import run_plan
 from pipeline.cli import main as cli_main
 
 SHARED = os.environ.get("CORPUSMILL_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus"))
@@ -52,13 +53,14 @@ def bench(name: str, workers: int, beam: bool) -> dict:
     config = module.config_from_args(_args(name))
     config.check_models()
     started = time.perf_counter()
-    _, stats, _ = sources.run_local(name, paths, config)
+    with tempfile.TemporaryDirectory() as out:
+        stats = run_plan(sources.plan(name, config, out), paths, out, {}, force=True, progress=False)
     local_s = time.perf_counter() - started
-    chars = stats.stages[1].chars_in if len(stats.stages) > 1 else 0
+    chars = stats["stages"][1]["chars_in"] if len(stats["stages"]) > 1 else 0
     row = {
         "source": name, "files": len(paths), "input_mb": nbytes / 1e6, "text_mchars": chars / 1e6,
-        "read": stats.read, "kept": stats.kept,
-        "local_s": local_s, "local_docs_per_s": stats.read / local_s, "local_mb_per_s": nbytes / 1e6 / local_s,
+        "read": stats["read"], "kept": stats["kept"],
+        "local_s": local_s, "local_docs_per_s": stats["read"] / local_s, "local_mb_per_s": nbytes / 1e6 / local_s,
         "local_mchars_per_s": chars / 1e6 / local_s,
     }
     if beam:
@@ -69,7 +71,7 @@ def bench(name: str, workers: int, beam: bool) -> dict:
             beam_s = time.perf_counter() - started
         assert rc == 0
         row.update({"beam_workers": workers, "beam_s": beam_s,
-                    "beam_docs_per_s_per_core": stats.read / beam_s / workers,
+                    "beam_docs_per_s_per_core": stats["read"] / beam_s / workers,
                     "beam_mb_per_s_per_core": nbytes / 1e6 / beam_s / workers})
     return row
 

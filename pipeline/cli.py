@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-quality": ("beam_jobs.eval_quality", "score labelled positives/negatives with a quality classifier: ROC AUC, precision, recall"),
     "ccnet": ("beam_jobs.ccnet", "CommonCrawl WARC/WET -> extracted, deduplicated, language-identified, perplexity-bucketed documents"),
     "source": ("beam_jobs.source", "one of the other LLaMA sources (c4, github, wikipedia, books, arxiv, stackexchange) -> documents"),
-    "train-tokenizer": ("beam_jobs.tokenizer", "sample the curated sources in the mix's proportions and train the LLaMA-spec SentencePiece BPE tokenizer"),
+    "train-tokenizer": ("beam_jobs.train_tokenizer", "sample the curated sources in the mix's proportions and train the LLaMA-spec SentencePiece BPE tokenizer"),
     "tokenize": ("beam_jobs.tokenize", "documents -> token shards (Megatron .bin/.idx) per source, with manifest.json"),
     "mix": ("beam_jobs.mix", "token shards -> the shuffled training stream in the target shares (67/15/4.5/4.5/4.5/2.5/2 %)"),
     "stats": ("reporting.command", "statistics of any job output or run folder: funnel, sources, shards, languages, perplexity, quality, mix (--json, --html DIR)"),

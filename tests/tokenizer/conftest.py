@@ -57,7 +57,7 @@ def doc_run(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tokenizer_model(doc_run, tmp_path_factory) -> str:
-    from beam_jobs import tokenizer as job
+    from beam_jobs import train_tokenizer as job
     from pipeline.cli import main
 
     out = str(tmp_path_factory.mktemp("tok"))

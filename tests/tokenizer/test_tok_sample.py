@@ -30,7 +30,7 @@ def test_training_blocks_are_the_nonempty_lines_within_the_limit():
 def test_write_blocks_streams_the_chosen_blocks_in_order(chunk_bytes):
     import io
 
-    from beam_jobs.tokenizer import write_blocks
+    from beam_jobs.train_tokenizer import write_blocks
 
     texts = [d["text"] for d in load_documents("stackexchange")[:30]] + [""]
     blocks, _, _ = training_blocks(pa.array(texts), 4192)
