@@ -96,7 +96,7 @@ class Progress:
     (documents read by the first phase), time left. A rich bar on a terminal, a plain line every few
     seconds otherwise; nothing for a job that ends within a few seconds."""
 
-    def __init__(self, plan: Plan, work: Work, files: int, enabled: bool = True, every: float = 5.0, after: float = 5.0):
+    def __init__(self, plan: Plan, work: Work, files: int, enabled: bool = True, every: float = 5.0, after: float = 10.0):
         self.plan, self.work, self.files, self.enabled, self.every, self.after = plan, work, files, enabled, every, after
         self.total = files * len(plan.file_phases)
         self._stop = threading.Event()
@@ -149,7 +149,7 @@ class Progress:
                     left = f"~{(self.total - done) * elapsed / done:.0f} s left" if done else "time left unknown yet"
                     if bar is not None:
                         bar.update(task, completed=done, rate=f"{rate:,.0f} docs/s")
-                    else:
+                    elif done < self.total:  # the closing step follows the last task: nothing to say
                         print(f"{self.plan.job}: {done}/{self.total} file tasks, {rate:,.0f} documents/s, {left}",
                               file=sys.stderr, flush=True)
                 if self._stop.wait(0.5 if bar is not None else self.every):
