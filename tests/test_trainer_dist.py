@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -68,6 +69,7 @@ def measure_accumulation(out: Path) -> None:
             for micro_step in range(3):
                 model.set_requires_gradient_sync(mode == "every_micro_step" or micro_step == 2)
                 model(tokens[:, :-1], tokens[:, 1:]).backward()
+                gc.collect()  # tensors in reference cycles are garbage, not held memory
                 held.append(meter.live)
         result[mode] = {"held_after_backward": held, "peak": meter.peak,
                         "grad_shard_bytes": sum(p.grad.to_local().nbytes for p in model.parameters())}
@@ -89,12 +91,12 @@ def test_reduce_scatter_every_micro_step_keeps_only_the_gradient_shard(tmp_path)
     sync, nosync = result["every_micro_step"], result["last_micro_step"]
     held_sync, held_nosync = sync["held_after_backward"], nosync["held_after_backward"]
     # Reduce-scatter after every backward: between micro-steps a rank holds its shard only (plus
-    # small tensors: the loss, and on the first step at times a communication buffer of ~1 MiB).
-    assert all(shard <= h < 1.2 * shard for h in held_sync)
+    # small tensors: the loss, and at times a gloo staging buffer of ~1 MiB held over).
+    assert all(shard <= h < 1.2 * shard for h in held_sync), result
     # No-sync: the unsharded fp32 gradient of the whole model on each rank until the last micro-step,
     # which reduce-scatters it into the same shard.
-    assert all(full <= h < 1.1 * full for h in held_nosync[:2]) and shard <= held_nosync[2] < 1.2 * shard
-    assert held_nosync[1] - held_sync[1] == pytest.approx(full - shard, rel=0.02)
+    assert all(full <= h < 1.1 * full for h in held_nosync[:2]) and shard <= held_nosync[2] < 1.2 * shard, result
+    assert min(held_nosync[:2]) - min(held_sync) == pytest.approx(full - shard, rel=0.02), result
     assert sync["grad_shard_bytes"] == nosync["grad_shard_bytes"] == pytest.approx(shard, rel=0.01)
     # The dry run's estimate of the gradients' memory, for both modes.
     args = ModelArgs(**ACCUMULATION_MODEL)
