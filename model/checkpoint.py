@@ -23,6 +23,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -165,7 +166,9 @@ def full_weights(checkpoint: str | Path) -> tuple[dict[str, torch.Tensor], dict]
         model = Transformer(ModelArgs(**run_config["model_args"]))
     model.to_empty(device="cpu")
     weights = model.state_dict()  # learned weights only: the rotary tables are not persistent
-    dcp.load({"model": weights}, checkpoint_id=path, no_dist=True)
+    with warnings.catch_warnings():  # DCP warns that it reads on one process, which is the point here
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load({"model": weights}, checkpoint_id=path, no_dist=True)
     return weights, run_config
 
 

@@ -268,6 +268,31 @@ def test_cli_trains_and_rejects_beam_options(manifest, tmp_path, capsys):
     assert "takes no pipeline options" in capsys.readouterr().err
 
 
+def test_bf16_mixed_precision_is_fsdp2s_policy_with_fp32_rotary_tables():
+    """torchtitan's mixed precision, here on one CPU process: fp32 master weights, blocks computing in
+    bf16 while the rotary tables reach them in fp32 (cast_forward_inputs=False), the loss in fp32,
+    fp32 gradients."""
+    import torch.distributed as dist
+
+    from model.llama import ModelArgs
+    from model.train import TrainingConfig, build_model, setup_distributed
+
+    setup_distributed(torch.device("cpu"))
+    try:
+        args = ModelArgs(dim=64, n_layers=2, n_heads=4, vocab_size=VOCAB, multiple_of=32, max_seq_len=64)
+        model = build_model(args, TrainingConfig(dtype="bf16"), torch.device("cpu"))
+        seen = {}
+        model.layers[0].register_forward_pre_hook(lambda _, inputs: seen.update(zip(("h", "cos", "sin"), inputs)))
+        tokens = torch.randint(0, VOCAB, (2, 33), generator=torch.Generator().manual_seed(0))
+        loss = model(tokens[:, :-1], tokens[:, 1:])
+        assert (seen["h"].dtype, seen["cos"].dtype, seen["sin"].dtype) == (torch.bfloat16, torch.float32, torch.float32)
+        assert loss.dtype == torch.float32
+        loss.backward()
+        assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in model.parameters())
+    finally:
+        dist.destroy_process_group()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_bf16_compiled_training_on_gpu_learns(manifest, tmp_path):
