@@ -90,19 +90,21 @@ def test_reduce_scatter_every_micro_step_keeps_only_the_gradient_shard(tmp_path)
     full, shard = 4 * n, 4 * n / 2  # fp32 gradients of the whole model, and of one rank's half
     sync, nosync = result["every_micro_step"], result["last_micro_step"]
     held_sync, held_nosync = sync["held_after_backward"], nosync["held_after_backward"]
-    # Reduce-scatter after every backward: between micro-steps a rank holds its shard only (plus
-    # small tensors: the loss, and at times a gloo staging buffer of ~1 MiB held over).
-    assert all(shard <= h < 1.2 * shard for h in held_sync), result
+    # On top of the gradients a rank may still hold the input of its last reduce-scatter, the root
+    # unit's unsharded fp32 gradient (FSDP2 frees it at the next backward), and small tensors (the loss).
+    args = ModelArgs(**ACCUMULATION_MODEL)
+    extra = 4 * (2 * args.vocab_size * args.dim + args.dim) + 65536
+    # Reduce-scatter after every backward: between micro-steps a rank holds its shard only.
+    assert all(shard <= h <= shard + extra for h in held_sync), result
     # No-sync: the unsharded fp32 gradient of the whole model on each rank until the last micro-step,
     # which reduce-scatters it into the same shard.
-    assert all(full <= h < 1.1 * full for h in held_nosync[:2]) and shard <= held_nosync[2] < 1.2 * shard, result
-    assert min(held_nosync[:2]) - min(held_sync) == pytest.approx(full - shard, rel=0.02), result
+    assert all(full <= h <= full + extra for h in held_nosync[:2]), result
+    assert shard <= held_nosync[2] <= shard + extra, result
     assert sync["grad_shard_bytes"] == nosync["grad_shard_bytes"] == pytest.approx(shard, rel=0.01)
     # The dry run's estimate of the gradients' memory, for both modes.
-    args = ModelArgs(**ACCUMULATION_MODEL)
     for mode, held in (("every_micro_step", shard), ("last_micro_step", full + shard)):
         assert estimate(args, 2, 2, 128, torch.float32, mode)["bytes"]["gradients"] == pytest.approx(held)
-    assert nosync["peak"] > sync["peak"] + 0.8 * (full - shard)
+    assert nosync["peak"] - sync["peak"] >= full - shard - extra, result
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
