@@ -238,6 +238,21 @@ def test_resume_continues_bit_for_bit(manifest, tmp_path):
     assert state["step"] == 12 and state["data"]["cursor"] == 12 * 16  # 12 steps x 2048 tokens / 128 per window
 
 
+def test_both_gradient_sync_modes_accumulate_the_same_gradients(manifest, tmp_path):
+    """Two micro-batches a step: reduce-scattering each one (the default) or only the sum of both
+    (no-sync) are the same sum, so the same losses to rounding; and the same as one micro-batch of
+    twice the size."""
+    runs = {}
+    for name, micro_batch, sync in (("every", 8, "every_micro_step"), ("last", 8, "last_micro_step"),
+                                    ("whole", 16, "every_micro_step")):
+        # 2,048 tokens a step = 16 windows of 128: two micro-batches of 8, or one of 16.
+        cfg = tiny_config(manifest, tmp_path / name, max_steps=5, micro_batch_size=micro_batch, gradient_sync=sync)
+        runs[name] = [loss for _, loss in train_losses(train(cfg, stream=open("/dev/null", "w")))]
+    assert runs["every"] == pytest.approx(runs["last"], rel=1e-6)
+    assert runs["every"] == pytest.approx(runs["whole"], rel=1e-5)
+    assert runs["every"][-1] < runs["every"][0]
+
+
 def test_auto_resume_and_time_limit(manifest, tmp_path):
     cfg = tiny_config(manifest, tmp_path, max_steps=4)
     cfg.checkpoint.resume = "auto"

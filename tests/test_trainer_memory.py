@@ -3,6 +3,8 @@
 mode; the modes' gradients; and `--dry-run` at the paper's sizes."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -12,6 +14,7 @@ from model.memory import LiveTensorMeter, estimate
 from model.train import TrainConfig, TrainingConfig, build_model, dry_run, setup_distributed
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
 
 SMALL = ModelArgs(dim=128, n_layers=3, n_heads=4, vocab_size=1024, multiple_of=64, max_seq_len=128)
 BATCH, SEQ = 4, 128
@@ -61,7 +64,7 @@ def test_estimate_matches_measured_memory_of_small_configs(one_rank, dtype):
 
 
 def test_dry_run_at_the_papers_sizes(capsys):
-    cfg = TrainConfig.load("configs/train/65b.yaml")
+    cfg = TrainConfig.load(CONFIGS_DIR / "65b.yaml")
     report = dry_run(cfg, world_size=2048, vocab_size=32000)
     printed = capsys.readouterr().out
     assert report["params"] == 65_285_660_672 and report["accumulation"] == 1  # 4M tokens = 2048 x 2048 x 1
@@ -73,6 +76,6 @@ def test_dry_run_at_the_papers_sizes(capsys):
     nosync = dry_run(cfg, world_size=64, vocab_size=32000, stream=open("/dev/null", "w"))
     assert nosync["accumulation"] == 32
     assert nosync["bytes"]["gradients"] - 4 * n / 64 == 4 * n == pytest.approx(261e9, rel=0.001)
-    seven = dry_run(TrainConfig.load("configs/train/7b.yaml"), world_size=64, vocab_size=32000,
+    seven = dry_run(TrainConfig.load(CONFIGS_DIR / "7b.yaml"), world_size=64, vocab_size=32000,
                     stream=open("/dev/null", "w"))
     assert seven["accumulation"] == 16 and seven["peak_bytes"] < 80e9  # fits an 80 GB GPU
