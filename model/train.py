@@ -258,8 +258,9 @@ def checkpoint_block(block: torch.nn.Module, selective: bool) -> torch.nn.Module
 
     aten = torch.ops.aten
     matmuls = {aten.mm.default, aten.linear.default}
-    always_save = {aten._scaled_dot_product_flash_attention.default, aten._scaled_dot_product_efficient_attention.default,
-                   aten._scaled_dot_product_cudnn_attention.default, aten._scaled_dot_product_flash_attention_for_cpu.default}
+    attention_kernels = ("_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+                         "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu")
+    always_save = {getattr(aten, name).default for name in attention_kernels if hasattr(aten, name)}
 
     def context():
         count = {"forward": 0, "recompute": 0}
