@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def test_killed_during_a_checkpoint_write_resumes_from_the_last_complete_one(tmp
             while not (partial.is_dir() and any(partial.iterdir())) and not (checkpoints / "step-0000008").exists():
                 if trainer.poll() is not None:
                     pytest.fail("the trainer ended during the step-8 checkpoint")
+                time.sleep(0.001)  # a polling interval, not the kill point: that is the file's appearance
             os.kill(trainer.pid, signal.SIGKILL)
             break
     else:
