@@ -10,57 +10,25 @@ order is the loader's whole state, so a checkpoint resumes on the next unseen wi
 from __future__ import annotations
 
 import json
-import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-_MAGIC = b"MMIDIDX\x00\x00"
-_UINT16_CODE = 8
+from tokenizer.megatron import IndexedDataset, ShardWriter
 
 
-@dataclass(frozen=True)
-class Shard:
-    prefix: Path
-    tokens: np.memmap  # the whole .bin: every document back to back
-    documents: int
-
-
-def read_index(idx_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Sequence lengths (tokens) and byte offsets from a Megatron MMIDIDX v1 index."""
-    with open(idx_path, "rb") as f:
-        if f.read(9) != _MAGIC:
-            raise ValueError(f"{idx_path}: not a Megatron MMIDIDX index (bad magic)")
-        (version,) = struct.unpack("<Q", f.read(8))
-        (dtype_code,) = struct.unpack("<B", f.read(1))
-        if version != 1 or dtype_code != _UINT16_CODE:
-            raise ValueError(f"{idx_path}: want version 1, dtype uint16 (8); got version {version}, dtype {dtype_code}")
-        n_sequences, _n_doc_entries = struct.unpack("<QQ", f.read(16))
-        header = f.tell()
-    lengths = np.memmap(idx_path, dtype="<i4", mode="r", offset=header, shape=(n_sequences,))
-    offsets = np.memmap(idx_path, dtype="<i8", mode="r", offset=header + 4 * n_sequences, shape=(n_sequences,))
-    return lengths, offsets
-
-
-def open_shards(manifest_path: str | Path) -> tuple[dict, list[Shard]]:
+def open_shards(manifest_path: str | Path) -> tuple[dict, list[IndexedDataset]]:
+    """The manifest and its non-empty shards, read through tokenizer/megatron.py (the one reader of
+    the `.bin`/`.idx` format; it checks each `.bin` against its index)."""
     manifest_path = Path(manifest_path)
     if not manifest_path.is_file():
         raise FileNotFoundError(f"no token-shard manifest at {manifest_path}")
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("dtype", "uint16") != "uint16":
         raise ValueError(f"{manifest_path}: only uint16 shards are supported, not {manifest['dtype']}")
-    shards = []
-    for entry in manifest["shards"]:
-        prefix = manifest_path.parent / entry["prefix"]
-        lengths, offsets = read_index(prefix.with_name(prefix.name + ".idx"))
-        bin_path = prefix.with_name(prefix.name + ".bin")
-        n_tokens = bin_path.stat().st_size // 2
-        if len(lengths) and (int(offsets[-1]) + 2 * int(lengths[-1]) != 2 * n_tokens or int(lengths.sum()) != n_tokens):
-            raise ValueError(f"{bin_path}: size does not match its index")
-        if n_tokens:
-            shards.append(Shard(prefix, np.memmap(bin_path, dtype="<u2", mode="r"), len(lengths)))
+    shards = [IndexedDataset(str(manifest_path.parent / entry["prefix"])) for entry in manifest["shards"]]
+    shards = [s for s in shards if len(s.tokens)]
     if not shards:
         raise ValueError(f"{manifest_path}: the shards hold no tokens")
     return manifest, shards
@@ -69,7 +37,7 @@ def open_shards(manifest_path: str | Path) -> tuple[dict, list[Shard]]:
 class TokenStream:
     """The shards' tokens as one random-access sequence."""
 
-    def __init__(self, shards: list[Shard]):
+    def __init__(self, shards: list[IndexedDataset]):
         self.shards = shards
         self.starts = np.cumsum([0] + [len(s.tokens) for s in shards])
 
@@ -154,8 +122,9 @@ class PackedWindows:
 
 def write_shards(folder: str | Path, documents: list[list[int]], vocab_size: int, bos_id: int, eos_id: int,
                  docs_per_shard: int = 0, tokenizer_path: str = "") -> Path:
-    """Write documents (token lists, BOS/EOS included) as shards + manifest.json in the layout of
-    docs/token-shards.md. For tests and small experiments; the real shards come from `corpusmill mix`."""
+    """Write documents (token lists, BOS/EOS included) as shards (tokenizer.megatron.ShardWriter) and a
+    manifest.json in the layout of docs/token-shards.md. For tests and small experiments; the real
+    shards come from `corpusmill mix`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     per_shard = docs_per_shard or max(1, len(documents))
@@ -163,14 +132,10 @@ def write_shards(folder: str | Path, documents: list[list[int]], vocab_size: int
     for n, first in enumerate(range(0, len(documents), per_shard)):
         docs = documents[first:first + per_shard]
         prefix = f"mixed-{n:05d}"
-        lengths = np.array([len(d) for d in docs], dtype="<i4")
-        offsets = np.concatenate([[0], np.cumsum(lengths.astype("<i8") * 2)[:-1]]).astype("<i8")
-        tokens = np.concatenate([np.asarray(d, dtype="<u2") for d in docs]) if docs else np.zeros(0, "<u2")
-        (folder / f"{prefix}.bin").write_bytes(tokens.tobytes())
-        with open(folder / f"{prefix}.idx", "wb") as f:
-            f.write(_MAGIC + struct.pack("<QBQQ", 1, _UINT16_CODE, len(docs), len(docs) + 1))
-            f.write(lengths.tobytes() + offsets.tobytes() + np.arange(len(docs) + 1, dtype="<i8").tobytes())
-        shards.append({"prefix": prefix, "documents": len(docs), "tokens": int(lengths.sum())})
+        with ShardWriter(str(folder / prefix), write_sources=False) as writer:
+            if docs:
+                writer.add(np.concatenate([np.asarray(d, dtype=np.int64) for d in docs]), [len(d) for d in docs])
+        shards.append({"prefix": prefix, "documents": len(docs), "tokens": writer.tokens})
     total = {"documents": len(documents), "tokens": sum(s["tokens"] for s in shards)}
     manifest = {
         "format": "megatron-mmidx-v1", "dtype": "uint16",

@@ -16,8 +16,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from model.checkpoint import full_weights
 from model.llama import ModelArgs
 
 
@@ -78,16 +79,13 @@ def to_hf_state_dict(state: dict[str, torch.Tensor], args: ModelArgs) -> dict[st
 
 
 def export(checkpoint: str | Path, out: str | Path, dtype: str = "float32") -> Path:
-    """Export the checkpoint folder (checkpoints/step-N, or a run's checkpoints/ for the latest)."""
-    checkpoint, out = Path(checkpoint), Path(out)
-    if (checkpoint / "latest").is_file():
-        checkpoint = checkpoint / (checkpoint / "latest").read_text().strip()
-    if not (checkpoint / "model.safetensors").is_file():
-        raise FileNotFoundError(f"no model.safetensors in {checkpoint}")
-    run_config = json.loads((checkpoint / "config.json").read_text())
+    """Export a training checkpoint (checkpoints/step-N, or a run's checkpoints/ for the newest
+    complete one), read from its shards on this one process (model.checkpoint.full_weights)."""
+    out = Path(out)
+    weights, run_config = full_weights(checkpoint)
     args = ModelArgs(**run_config["model_args"])
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    state = to_hf_state_dict(load_file(checkpoint / "model.safetensors"), args)
+    state = to_hf_state_dict(weights, args)
     state = {k: v.to(torch_dtype).contiguous() for k, v in state.items()}
     tokenizer = _tokenizer_info(run_config)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@ Differences from the original Transformer, all as in the paper and Meta's refere
 - no biases anywhere, and an output projection that is not tied to the token embedding.
 
 Attention goes through `scaled_dot_product_attention` with `is_causal=True`, which picks the flash
-kernel on a GPU under bf16.
+kernel on a GPU under bf16. Parallelism, mixed precision, activation checkpointing and compilation are
+applied from outside, by the trainer (model/train.py `build_model`), as torchtitan does.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
-from torch.utils.checkpoint import checkpoint
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in float32 (bf16 loses the mean of squares), scale in the input's dtype, as the reference.
-        normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.type_as(x) * self.weight
 
 
@@ -155,7 +156,6 @@ class Transformer(nn.Module):
         # Not persistent: derived from args, so checkpoints hold only learned weights.
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
-        self.activation_checkpointing = False  # recompute each block in backward, trading compute for memory
         self.init_weights(seed=0)
 
     @torch.no_grad()
@@ -189,10 +189,7 @@ class Transformer(nn.Module):
         cos, sin = self.rope_cos[:seq], self.rope_sin[:seq]
         h = self.tok_embeddings(tokens)
         for layer in self.layers:
-            if self.activation_checkpointing and self.training:
-                h = checkpoint(layer, h, cos, sin, use_reentrant=False)
-            else:
-                h = layer(h, cos, sin)
+            h = layer(h, cos, sin)
         logits = self.output(self.norm(h))
         if targets is None:
             return logits

@@ -53,7 +53,8 @@ class MetricsLogger:
     """Throughput is measured between log lines, over all ranks' tokens; only rank 0 writes."""
 
     def __init__(self, output: Path | None, flops_per_token: float, device: torch.device, world_size: int,
-                 tensorboard: bool = True, enabled: bool = True, peak: float | None = None, stream=sys.stdout):
+                 tensorboard: bool = True, enabled: bool = True, peak: float | None = None, stream=sys.stdout,
+                 clock=time.perf_counter):
         self.flops_per_token, self.device, self.world_size = flops_per_token, device, world_size
         self.peak = peak if peak is not None else peak_flops(device)
         self.enabled, self.stream = enabled, stream
@@ -64,7 +65,8 @@ class MetricsLogger:
         if enabled and tensorboard and output is not None:
             from torch.utils.tensorboard import SummaryWriter  # imported late: it loads tensorboard
             self.writer = SummaryWriter(log_dir=str(output / "tensorboard"))
-        self._since, self._tokens = time.perf_counter(), 0
+        self.clock = clock
+        self._since, self._tokens = clock(), 0
         self.history: list[dict] = []
 
     def count_tokens(self, tokens: int) -> None:
@@ -73,12 +75,12 @@ class MetricsLogger:
 
     def reset_clock(self) -> None:
         """Restart the throughput window (after evaluation or checkpointing, which are not training)."""
-        self._since, self._tokens = time.perf_counter(), 0
+        self._since, self._tokens = self.clock(), 0
 
     def log_train(self, step: int, loss: float, lr: float, grad_norm: float) -> dict:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        elapsed = time.perf_counter() - self._since
+        elapsed = self.clock() - self._since
         tokens_per_s = self._tokens / elapsed if elapsed > 0 else 0.0
         record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
                   "memory_gib": memory_gib(self.device)}

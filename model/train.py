@@ -8,6 +8,7 @@ batch measured in tokens, reached by gradient accumulation. See docs/trainer.md.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -65,9 +66,14 @@ class TrainingConfig:
     batch_tokens: int = 4_194_304  # per optimiser step, over all ranks (the paper's 4M)
     micro_batch_size: int = 1  # sequences per forward pass per rank
     device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "auto"  # autocast dtype: auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
+    dtype: str = "auto"  # compute (FSDP2 param) dtype: auto (bf16 on GPU, fp32 on CPU) | bf16 | fp32
     compile: bool = False  # torch.compile each transformer block
-    activation_checkpointing: bool = False
+    activation_checkpointing: str = "none"  # none | full (recompute each block) | selective (op-level, torchtitan's)
+    # every_micro_step: reduce-scatter gradients after each micro-batch, so each rank only ever holds
+    # its shard (torchtitan's default). last_micro_step: FSDP2's no-sync accumulation, one
+    # reduce-scatter per step but an unsharded fp32 gradient of the whole model on every rank
+    # (4 bytes x parameters: 27 GB at 7B, 261 GB at 65B).
+    gradient_sync: str = "every_micro_step"
     deterministic: bool = False  # torch.use_deterministic_algorithms; bit-exact resume on CPU
     seed: int = 0  # weight init
 
@@ -76,7 +82,8 @@ class TrainingConfig:
 class CheckpointConfig:
     interval: int = 1000  # steps; a checkpoint is also written at the end
     keep: int = 3  # newest checkpoints kept; 0 keeps all
-    resume: str = "auto"  # auto (newest under output/checkpoints, if any) | none | PATH
+    resume: str = "auto"  # auto (newest complete one under output/checkpoints, if any) | none | PATH
+    async_save: bool = False  # write in a background thread while training goes on (memory: one CPU copy of the state)
 
 
 @dataclass
@@ -162,14 +169,15 @@ class WarmupCosineSchedule:
         return {"peak": self.peak, "warmup": self.warmup, "total": self.total, "min_ratio": self.min_ratio}
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig, device: torch.device, sharded: bool) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig, device: torch.device) -> torch.optim.AdamW:
     # Decay the matrices (projections and embeddings), not the norm gains: decaying a gain toward 0
     # fights the normalisation it scales.
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    fused = device.type == "cuda" and not sharded  # one kernel for all params; foreach for DTensors
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused or None)
+    fused = device.type == "cuda"  # one kernel for all (DTensor) parameters on a GPU; foreach on the CPU
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                             fused=fused or None, foreach=None if fused else True)
 
 
 def pick_device(name: str) -> torch.device:
@@ -186,75 +194,103 @@ def pick_device(name: str) -> torch.device:
 
 
 def setup_distributed(device: torch.device) -> tuple[int, int]:
-    """rank and world size; initialises the process group when launched by torchrun (NCCL between
-    GPUs, bound to this rank's GPU; gloo between CPU processes)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return 0, 1
-    if device.type == "cuda":
-        dist.init_process_group("nccl", device_id=device)
+    """rank and world size. There is always a process group, so that one process and many take the
+    same path (FSDP2, distributed checkpoints): under torchrun from its environment, alone from an
+    in-memory store. NCCL between GPUs (bound to this rank's GPU), gloo between CPU processes."""
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    device_id = device if device.type == "cuda" else None
+    if "WORLD_SIZE" in os.environ:
+        dist.init_process_group(backend, device_id=device_id)
     else:
-        dist.init_process_group("gloo")
-    return dist.get_rank(), world_size
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, device_id=device_id)
+    return dist.get_rank(), dist.get_world_size()
 
 
-def build_model(args: ModelArgs, cfg: TrainingConfig, device: torch.device, world_size: int) -> torch.nn.Module:
-    """The model on `device`, built on the meta device (no memory, no throw-away default init) and
-    then initialised in place: whole on one device; under several ranks each transformer block and
-    the root sharded with FSDP2 first, so no rank ever holds the full model. The weights are the same
-    either way (model.llama.Transformer.init_weights)."""
-    with torch.device("meta"):
-        model = Transformer(args)
-    model.activation_checkpointing = cfg.activation_checkpointing
-    if world_size == 1:
-        model.to_empty(device=device)
-        model.init_weights(seed=cfg.seed)
-        if cfg.compile:
-            # The whole model, in place (`Module.compile`: state-dict names stay unchanged), so the
-            # final norm, output projection and loss are fused too.
-            model.compile()
-        return model
+def compute_dtype(cfg: TrainingConfig, device: torch.device) -> torch.dtype:
+    if cfg.dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[cfg.dtype]
 
+
+def build_model(args: ModelArgs, cfg: TrainingConfig, device: torch.device) -> torch.nn.Module:
+    """The model, parallelised as torchtitan's parallelize_llama does it: built on the meta device (no
+    memory, no throw-away init); activation checkpointing, then torch.compile, per block; then FSDP2,
+    each block and the root (embedding, final norm, output) its own unit, so no rank ever holds the
+    whole model; then initialised in place. One process is an FSDP2 world of one: the same mixed
+    precision, the same code. The weights are the same on any number of ranks
+    (model.llama.Transformer.init_weights)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    if cfg.compile:
-        # Each block's forward, not its __call__: FSDP2's all-gather/reshard hooks run around the
-        # compiled graph rather than inside it (torchtitan compiles per block for the same reason).
-        # All blocks share one compiled graph; state-dict names stay unchanged.
-        for layer in model.layers:
-            layer.forward = torch.compile(layer.forward)
-    # bf16 all-gathers halve the traffic; gradients are reduced in fp32 for accuracy.
-    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-        if autocast_dtype(cfg, device) == torch.bfloat16 else MixedPrecisionPolicy()
-    for layer in model.layers:
-        fully_shard(layer, mp_policy=policy)
+    if cfg.activation_checkpointing not in ("none", "full", "selective"):
+        raise ValueError(f"training.activation_checkpointing is none, full or selective, not {cfg.activation_checkpointing!r}")
+    if cfg.gradient_sync not in ("every_micro_step", "last_micro_step"):
+        raise ValueError(f"training.gradient_sync is every_micro_step or last_micro_step, not {cfg.gradient_sync!r}")
+    with torch.device("meta"):
+        model = Transformer(args)
+    for name, block in list(model.layers.named_children()):
+        if cfg.activation_checkpointing != "none":
+            block = checkpoint_block(block, selective=cfg.activation_checkpointing == "selective")
+        if cfg.compile:
+            block.compile()  # in place: FSDP2's hooks run around the compiled block; state-dict names unchanged
+        model.layers.register_module(name, block)
+    # Mixed precision is FSDP2's alone (no autocast on top): parameters gathered in the compute dtype
+    # (bf16 on a GPU), gradients reduced and kept in fp32, fp32 master weights and optimiser state.
+    # cast_forward_inputs=False leaves the rotary tables (and the fp32 norm statistics) in fp32.
+    policy = MixedPrecisionPolicy(param_dtype=compute_dtype(cfg, device), reduce_dtype=torch.float32,
+                                  cast_forward_inputs=False)
+    for block in model.layers:
+        fully_shard(block, mp_policy=policy)
     fully_shard(model, mp_policy=policy)
     model.to_empty(device=device)
     model.init_weights(seed=cfg.seed)
     return model
 
 
-def autocast_dtype(cfg: TrainingConfig, device: torch.device) -> torch.dtype:
-    if cfg.dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"bf16": torch.bfloat16, "fp32": torch.float32}[cfg.dtype]
+def checkpoint_block(block: torch.nn.Module, selective: bool) -> torch.nn.Module:
+    """Recompute the block's activations in the backward pass. Full: keep only the block's input.
+    Selective (torchtitan's op-level policy): keep the outputs of attention and of every other matrix
+    multiply, recompute the rest (norms, rotary, SwiGLU's elementwise ops and the other matmuls)."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    if not selective:
+        return checkpoint_wrapper(block, preserve_rng_state=False)
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    aten = torch.ops.aten
+    matmuls = {aten.mm.default, aten.linear.default}
+    attention_kernels = ("_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+                         "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu")
+    always_save = {getattr(aten, name).default for name in attention_kernels if hasattr(aten, name)}
+
+    def context():
+        count = {"forward": 0, "recompute": 0}
+
+        def policy(ctx, func, *args, **kwargs):
+            if func in matmuls:
+                mode = "recompute" if ctx.is_recompute else "forward"
+                count[mode] += 1
+                return CheckpointPolicy.MUST_SAVE if count[mode] % 2 else CheckpointPolicy.PREFER_RECOMPUTE
+            return CheckpointPolicy.MUST_SAVE if func in always_save else CheckpointPolicy.PREFER_RECOMPUTE
+
+        return create_selective_checkpoint_contexts(policy)
+
+    return checkpoint_wrapper(block, context_fn=context, preserve_rng_state=False)
 
 
 def mean_over_ranks(value: torch.Tensor) -> float:
-    if dist.is_initialized():
-        value = value.clone()
-        dist.all_reduce(value, op=dist.ReduceOp.AVG)
+    value = value.clone()
+    dist.all_reduce(value, op=dist.ReduceOp.AVG)
     return value.item()
 
 
 @torch.no_grad()
-def evaluate(model, data: PackedWindows, batch_size: int, max_batches: int, device, dtype) -> float | None:
+def evaluate(model, data: PackedWindows, batch_size: int, max_batches: int, device) -> float | None:
     model.eval()
     total, count = torch.zeros((), device=device), 0
     for inputs, targets in data.validation_batches(batch_size, max_batches):
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            total += model(inputs.to(device), targets.to(device)).float()
+        total += model(inputs.to(device), targets.to(device))
         count += 1
+    model.reshard()  # FSDP2 keeps the root unit gathered after a forward with no backward to follow
     model.train()
     return mean_over_ranks(total / count) if count else None
 
@@ -263,38 +299,53 @@ def evaluate(model, data: PackedWindows, batch_size: int, max_batches: int, devi
 # The loop
 
 
+def resolve_model_args(cfg: TrainConfig, vocab_size: int) -> ModelArgs:
+    base = CONFIGS.get(cfg.model.name)
+    if base is None:
+        raise ValueError(f"unknown model {cfg.model.name!r}; one of {', '.join(CONFIGS)}")
+    return base.with_overrides(**{"max_seq_len": max(base.max_seq_len, cfg.data.seq_len), **cfg.model.overrides,
+                                  "vocab_size": vocab_size})
+
+
+def gradient_accumulation(cfg: TrainConfig, world_size: int) -> int:
+    """batch_tokens = micro_batch_size * seq_len * world_size * accumulation."""
+    micro_tokens = cfg.training.micro_batch_size * cfg.data.seq_len * world_size
+    if cfg.training.batch_tokens % micro_tokens:
+        raise ValueError(f"training.batch_tokens {cfg.training.batch_tokens} is not a multiple of micro_batch_size "
+                         f"* seq_len * world_size = {micro_tokens}")
+    return cfg.training.batch_tokens // micro_tokens
+
+
 def train(cfg: TrainConfig, stream=None) -> dict:
     """Run (or resume) training as configured. Returns {"history": [...], "step": N, "checkpoint": path}.
     Log lines go to `stream` (default stdout) on rank 0."""
     started = time.monotonic()  # max_minutes counts setup too: it is a wall-clock budget
     device = pick_device(cfg.training.device)
     rank, world_size = setup_distributed(device)
-    dtype = autocast_dtype(cfg.training, device)
+    try:
+        return _train(cfg, stream, started, device, rank, world_size)
+    finally:
+        dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, stream, started: float, device: torch.device, rank: int, world_size: int) -> dict:
     if cfg.training.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         # On a GPU some kernels (attention backward among them) have no deterministic version: warn there.
         torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
     elif device.type == "cuda":
-        torch.set_float32_matmul_precision("high")  # TF32 for the few matmuls outside bf16 autocast
+        torch.set_float32_matmul_precision("high")  # TF32 for the few fp32 matmuls
     torch.manual_seed(cfg.training.seed)
     output = Path(cfg.output)
 
-    # Data, and the batch arithmetic: batch_tokens = micro_batch * seq_len * world_size * accumulation.
+    # Data, and the batch arithmetic.
     data = PackedWindows(cfg.data.manifest, cfg.data.seq_len, cfg.data.val_tokens, cfg.data.seed, rank, world_size)
-    micro_tokens = cfg.training.micro_batch_size * cfg.data.seq_len * world_size
-    if cfg.training.batch_tokens % micro_tokens:
-        raise ValueError(f"training.batch_tokens {cfg.training.batch_tokens} is not a multiple of micro_batch_size "
-                         f"* seq_len * world_size = {micro_tokens}")
-    accumulation = cfg.training.batch_tokens // micro_tokens
+    accumulation = gradient_accumulation(cfg, world_size)
 
     # Model and optimiser.
-    base = CONFIGS.get(cfg.model.name)
-    if base is None:
-        raise ValueError(f"unknown model {cfg.model.name!r}; one of {', '.join(CONFIGS)}")
-    args = base.with_overrides(**{"max_seq_len": max(base.max_seq_len, cfg.data.seq_len), **cfg.model.overrides,
-                                  "vocab_size": data.vocab_size})
-    model = build_model(args, cfg.training, device, world_size)
-    optimizer = build_optimizer(model, cfg.optimizer, device, sharded=world_size > 1)
+    args = resolve_model_args(cfg, data.vocab_size)
+    model = build_model(args, cfg.training, device)
+    optimizer = build_optimizer(model, cfg.optimizer, device)
     schedule = WarmupCosineSchedule(cfg.optimizer.lr, cfg.schedule.warmup_steps, cfg.training.max_steps,
                                     cfg.schedule.min_lr_ratio)
     metrics = MetricsLogger(output if rank == 0 else None, flops_per_token(args, cfg.data.seq_len), device,
@@ -303,28 +354,30 @@ def train(cfg: TrainConfig, stream=None) -> dict:
     run_config = {"model_args": asdict(args), "train_config": asdict(cfg)}
     if rank == 0:  # the resolved config, flags and --set applied, for people and for reruns
         (output / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-    checkpoints = output / "checkpoints"
+    checkpoints = checkpoint.Checkpointer(output / "checkpoints", keep=cfg.checkpoint.keep,
+                                          async_save=cfg.checkpoint.async_save, log=metrics.message)
 
-    # Resume: weights, optimiser, RNG, then step and data position.
+    # Resume: weights and optimiser (each rank reads its own shards), then step, data position, RNG.
     step = 0
     resume_from = None if cfg.checkpoint.resume == "none" else (
-        checkpoint.latest(checkpoints) if cfg.checkpoint.resume == "auto" else Path(cfg.checkpoint.resume))
+        checkpoint.latest(output / "checkpoints") if cfg.checkpoint.resume == "auto" else Path(cfg.checkpoint.resume))
     if resume_from is not None:
         state = checkpoint.load(resume_from, model, optimizer)
         step = int(state["step"])
         data.load_state_dict(state["data"])
         metrics.message(f"resumed from {resume_from} at step {step}")
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = sum(p.numel() for p in model.parameters())  # DTensors: global counts
     metrics.message(f"model {cfg.model.name}: {n_params:,} parameters, vocab {args.vocab_size}, seq {cfg.data.seq_len}; "
                     f"{cfg.training.batch_tokens:,} tokens/step = {cfg.training.micro_batch_size} x {cfg.data.seq_len} "
-                    f"x {world_size} ranks x {accumulation} accumulation; device {device}, {dtype}")
+                    f"x {world_size} ranks x {accumulation} accumulation; device {device}, "
+                    f"{str(compute_dtype(cfg.training, device)).removeprefix('torch.')} compute")
 
-    def save() -> Path | None:
-        train_state = {"data": data.state_dict(), "schedule": schedule.state_dict()}
-        return checkpoint.save(checkpoints, step, model, optimizer, train_state, run_config, keep=cfg.checkpoint.keep)
+    def save() -> None:
+        train_state = {"step": step, "data": data.state_dict(), "schedule": schedule.state_dict()}
+        checkpoints.save(step, model, optimizer, train_state, run_config)
+        metrics.reset_clock()
 
-    params = [p for p in model.parameters()]
-    last_saved, last_path = step, resume_from
+    last_saved = step
     metrics.reset_clock()
     while step < cfg.training.max_steps:
         if cfg.training.max_minutes > 0:
@@ -341,41 +394,67 @@ def train(cfg: TrainConfig, stream=None) -> dict:
             inputs, targets = data.next_batch(cfg.training.micro_batch_size)
             inputs = inputs.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
-            if world_size > 1:  # reduce-scatter gradients once, on the last micro-batch
-                model.set_requires_gradient_sync(micro_step == accumulation - 1)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                loss = model(inputs, targets)
+            # every_micro_step: each backward reduce-scatters into this rank's gradient shard.
+            model.set_requires_gradient_sync(cfg.training.gradient_sync == "every_micro_step"
+                                             or micro_step == accumulation - 1)
+            loss = model(inputs, targets)
             (loss / accumulation).backward()
             loss_sum += loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optimizer.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optimizer.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         metrics.count_tokens(cfg.training.batch_tokens)
 
         if step % cfg.logging.interval == 0 or step == cfg.training.max_steps:
-            if hasattr(grad_norm, "full_tensor"):
-                grad_norm = grad_norm.full_tensor()
-            metrics.log_train(step, mean_over_ranks(loss_sum / accumulation), lr, grad_norm.item())
+            metrics.log_train(step, mean_over_ranks(loss_sum / accumulation), lr, grad_norm.full_tensor().item())
         if cfg.logging.eval_interval and step % cfg.logging.eval_interval == 0:
-            val_loss = evaluate(model, data, cfg.training.micro_batch_size, cfg.logging.eval_batches, device, dtype)
+            val_loss = evaluate(model, data, cfg.training.micro_batch_size, cfg.logging.eval_batches, device)
             if val_loss is not None:
                 metrics.log_eval(step, val_loss)
             metrics.reset_clock()
         if cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0:
-            last_saved, last_path = step, save()
-            metrics.reset_clock()
+            save()
+            last_saved = step
 
-    final_val = evaluate(model, data, cfg.training.micro_batch_size, cfg.logging.eval_batches, device, dtype)
+    final_val = evaluate(model, data, cfg.training.micro_batch_size, cfg.logging.eval_batches, device)
     if final_val is not None and not (cfg.logging.eval_interval and step % cfg.logging.eval_interval == 0):
         metrics.log_eval(step, final_val)
-    path = save() if step != last_saved else last_path
+    if step != last_saved:
+        save()
+    path = checkpoints.finish() or resume_from
     metrics.message(f"done at step {step}; checkpoint {path}")
     metrics.close()
-    if dist.is_initialized():
-        dist.barrier()  # rank 0 may still be writing the checkpoint; tearing down under it aborts gloo
-        dist.destroy_process_group()
     return {"history": metrics.history, "step": step, "checkpoint": path, "val_loss": final_val}
+
+
+# --------------------------------------------------------------------------------------------------
+# Dry run: the batch arithmetic and memory per rank of a config, without data or a device
+
+
+def dry_run(cfg: TrainConfig, world_size: int, vocab_size: int | None = None, stream=None) -> dict:
+    """What `train` would do with this config on `world_size` ranks, and the memory it would need per
+    rank (model.memory.estimate). The vocabulary comes from the manifest when it is there, else
+    `vocab_size`, else the model config's (32,000 for the paper's sizes)."""
+    from model.memory import estimate, format_estimate
+
+    if vocab_size is None:
+        manifest = Path(cfg.data.manifest)
+        vocab_size = (int(json.loads(manifest.read_text())["tokenizer"]["vocab_size"]) if manifest.is_file()
+                      else CONFIGS[cfg.model.name].vocab_size if cfg.model.name in CONFIGS else 32000)
+    args = resolve_model_args(cfg, vocab_size)
+    accumulation = gradient_accumulation(cfg, world_size)
+    device = torch.device("cuda" if cfg.training.device in ("cuda", "auto") else "cpu")
+    param_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(
+        cfg.training.dtype, torch.bfloat16 if device.type == "cuda" else torch.float32)
+    report = estimate(args, world_size, cfg.training.micro_batch_size, cfg.data.seq_len, param_dtype,
+                      cfg.training.gradient_sync, cfg.training.activation_checkpointing)
+    report.update({"model": cfg.model.name, "world_size": world_size, "tokens_per_step": cfg.training.batch_tokens,
+                   "micro_batch_size": cfg.training.micro_batch_size, "seq_len": cfg.data.seq_len,
+                   "accumulation": accumulation, "vocab_size": vocab_size,
+                   "activation_checkpointing": cfg.training.activation_checkpointing})
+    print(format_estimate(report), file=stream or sys.stdout)
+    return report
 
 
 # --------------------------------------------------------------------------------------------------
@@ -392,6 +471,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", help="auto | none | a checkpoint folder (checkpoint.resume)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any config key, e.g. --set training.compile=true (repeatable)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print parameters, tokens per step, accumulation and the estimated memory per rank; train nothing")
+    parser.add_argument("--world-size", type=int,
+                        help="ranks for --dry-run (default: $WORLD_SIZE, else 1)")
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -419,7 +502,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if beam_args:
         raise ValueError(f"train is not a Beam job and takes no pipeline options; unknown arguments: {' '.join(beam_args)}")
-    train(config_from_args(args))
+    cfg = config_from_args(args)
+    if args.dry_run:
+        dry_run(cfg, args.world_size or int(os.environ.get("WORLD_SIZE", "1")))
+        return 0
+    train(cfg)
     return 0
 
 

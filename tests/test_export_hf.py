@@ -3,12 +3,14 @@ transformers' LlamaForCausalLM (only where the optional `hf` extra, transformers
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+import torch.distributed.checkpoint as dcp
+from safetensors.torch import load_file
 
 from model.export_hf import export, permute_for_rotate_half
 from model.llama import CONFIGS, Transformer, apply_rotary, rotary_tables
@@ -47,7 +49,8 @@ def test_permutation_turns_interleaved_rotary_into_rotate_half():
 
 
 def _checkpoint(tmp_path: Path) -> tuple[Transformer, Path]:
-    """A checkpoint folder as the trainer writes it, of a tiny model with random (seeded) weights."""
+    """A checkpoint folder in the trainer's layout (a DCP checkpoint of the weights, config.json,
+    checkpoints/latest), of a tiny model with random (seeded) weights."""
     args = CONFIGS["tiny"].with_overrides(vocab_size=300, max_seq_len=64)
     model = Transformer(args)
     model.init_weights(seed=3)
@@ -56,9 +59,11 @@ def _checkpoint(tmp_path: Path) -> tuple[Transformer, Path]:
             if param.dim() == 1:
                 param.uniform_(0.5, 1.5)
     folder = tmp_path / "checkpoints" / "step-0000010"
-    folder.mkdir(parents=True)
-    save_file(model.state_dict(), folder / "model.safetensors")
+    with warnings.catch_warnings():  # DCP notes that it writes on one process, as meant here
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save({"model": model.state_dict()}, checkpoint_id=folder, no_dist=True)
     (folder / "config.json").write_text(json.dumps({"model_args": asdict(args), "train_config": {}}))
+    (folder / "train_state.json").write_text(json.dumps({"step": 10}))
     (tmp_path / "checkpoints" / "latest").write_text("step-0000010\n")
     return model, tmp_path / "checkpoints"
 
@@ -83,7 +88,17 @@ def test_export_hf_command(tmp_path, capsys):
     assert main(["export-hf", str(checkpoints / "step-0000010"), str(tmp_path / "hf"), "--dtype", "bfloat16"]) == 0
     assert load_file(tmp_path / "hf" / "model.safetensors")["lm_head.weight"].dtype == torch.bfloat16
     assert main(["export-hf", str(tmp_path / "nowhere"), str(tmp_path / "hf2")]) == 2
-    assert "no model.safetensors" in capsys.readouterr().err
+    assert "not a checkpoint (no .metadata)" in capsys.readouterr().err
+
+
+def test_full_weights_as_one_safetensors_file(tmp_path):
+    from model.checkpoint import main
+
+    model, checkpoints = _checkpoint(tmp_path)
+    assert main(["to-safetensors", str(checkpoints), str(tmp_path / "weights.safetensors")]) == 0
+    weights = load_file(tmp_path / "weights.safetensors")
+    assert weights.keys() == model.state_dict().keys()
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
 
 
 def test_logits_equal_in_transformers(tmp_path):
