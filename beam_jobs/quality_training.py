@@ -15,6 +15,7 @@ shuffle, the held-out split and fastText's training (one thread: deterministic) 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,6 +29,8 @@ from beam_jobs.common import pipeline_options
 from classifiers.metrics import summarize
 from classifiers.quality_model import MIN_POSITIVE_CHARS, QualityHyperParameters, QualityModel, build_training_set, prepare, train
 from pipeline.quality_filter import DEFAULT_THRESHOLD
+from pipeline.accounting import JobStats, StageStats
+from pipeline.job import run_job
 from pipeline.runs import InputError, atomic_write_bytes, expand_inputs
 from pipeline.textio import iter_documents
 from pipeline.wiki_refs import domain_key, load_cited, url_key
@@ -158,31 +161,54 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args, beam_args: list[str]) -> int:
     model_path = os.path.join(args.output, "wiki_vs_cc.bin")
-    if os.path.isfile(model_path) and os.path.isfile(model_path + ".json") and not args.force:
-        print(f"quality model exists: {model_path} (use --force to retrain)")
-        return 0
     pages = expand_inputs(args.pages)
     items = [("pages", p) for p in pages]
     if args.cited_urls:
         cited_keys = len(load_cited(args.cited_urls, args.match))  # reads the list here too: a bad file fails before Beam
         positives = {"cited_urls": args.cited_urls, "match": args.match, "cited_keys": cited_keys, "from": "pages"}
+        inputs = pages + [args.cited_urls]
     else:
         wiki = expand_inputs(args.positives)
         items += [("wikipedia", p) for p in wiki]
         positives = {"wikipedia": wiki}
-    workdir = os.path.join(args.output, "examples")
-    counts = read_examples(items, args.language or None, args.cited_urls, args.match, workdir, beam_args)
-    training = build_training_set(
-        _lines(os.path.join(workdir, "positives.txt")), _lines(os.path.join(workdir, "negatives.txt")),
-        seed=args.seed, heldout_fraction=args.heldout, max_per_class=args.max_per_class,
-    )
-    training.counts.update({k: v for k, v in counts.items() if k.startswith("skipped_")})
+        inputs = pages + wiki
     hyper = QualityHyperParameters(epoch=args.epoch, lr=args.lr, dim=args.dim, wordNgrams=args.word_ngrams, seed=args.seed)
-    sources = {"positives": positives, "negatives": {"pages": pages, "buckets": list(KEPT_BUCKETS)}, "language": args.language or "all"}
-    card = train(training, model_path, hyper, args.threshold, sources)
-    print(f"quality classifier -> {model_path}")
-    print(_metrics_line(card["heldout"]))
+    settings = {"positives": positives, "language": args.language, "seed": args.seed, "heldout": args.heldout,
+                "max_per_class": args.max_per_class, "threshold": args.threshold, "hyper": dataclasses.asdict(hyper)}
+
+    def body(work):
+        workdir = os.path.join(args.output, "examples")
+        counts = read_examples(items, args.language or None, args.cited_urls, args.match, workdir, beam_args)
+        training = build_training_set(
+            _lines(os.path.join(workdir, "positives.txt")), _lines(os.path.join(workdir, "negatives.txt")),
+            seed=args.seed, heldout_fraction=args.heldout, max_per_class=args.max_per_class,
+        )
+        training.counts.update({k: v for k, v in counts.items() if k.startswith("skipped_")})
+        sources = {"positives": positives, "negatives": {"pages": pages, "buckets": list(KEPT_BUCKETS)}, "language": args.language or "all"}
+        card = train(training, model_path, hyper, args.threshold, sources)
+        print(f"quality classifier -> {model_path}")
+        print(_metrics_line(card["heldout"]))
+        return examples_accounting(card["data"]["counts"], card["heldout"]), ["wiki_vs_cc.bin", "wiki_vs_cc.bin.json"], []
+
+    if run_job("train-quality", inputs, args.output, settings, body, force=args.force) is None:
+        print(f"quality model up to date: {model_path} (same inputs and settings; --force retrains)")
     return 0
+
+
+def examples_accounting(counts: dict, heldout: dict | None) -> JobStats:
+    """Every document read is a training or held-out example, or dropped by its reason."""
+    stage = StageStats("examples")
+    for reason, n in counts.items():
+        if reason.startswith("skipped_"):
+            stage.drop(reason[len("skipped_"):], n)
+    stage.drop("duplicate", counts["positives_in"] - counts["positives_unique"] + counts["negatives_in"] - counts["negatives_unique"])
+    stage.drop("in_both_classes", counts["overlap_removed"])
+    stage.docs_out = counts["train"] + counts["heldout"]
+    read = counts["positives_in"] + counts["negatives_in"] + sum(v for k, v in counts.items() if k.startswith("skipped_"))
+    stage.docs_in = read
+    # The classes are balanced by a seeded sample of `per_class` examples each: the rest is not used.
+    stage.drop("class_balance", read - stage.docs_out - sum(stage.dropped.values()))
+    return JobStats("train-quality", [stage], {"heldout": heldout})
 
 
 def _metrics_line(m: dict | None) -> str:

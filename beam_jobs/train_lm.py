@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from pipeline.accounting import JobStats, StageStats
+from pipeline.job import run_job
 from pipeline.lm_train import MAX_DOCUMENTS, train_lm
 from pipeline.models import default_lm_dir
 from pipeline.runs import expand_inputs
@@ -25,10 +27,18 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if beam_args:
         raise ValueError(f"unrecognized arguments: {' '.join(beam_args)}")
     inputs = expand_inputs(args.input)
-    target = os.path.join(args.output, f"{args.language}.arpa.bin")
-    if os.path.isfile(target) and not args.force:
-        print(f"LM exists: {target} (use --force to retrain)")
-        return 0
-    card = train_lm(inputs, args.output, args.language, args.vocab_size, args.order, max_documents=args.max_documents)
-    print(f"trained {args.language} LM on {card['documents']} documents, {card['kenlm']['tokens']} pieces -> {args.output}")
+    settings = {"language": args.language, "vocab_size": args.vocab_size, "order": args.order, "max_documents": args.max_documents}
+
+    def body(work):
+        counts: dict = {}
+        card = train_lm(inputs, args.output, args.language, args.vocab_size, args.order, max_documents=args.max_documents, counts=counts)
+        print(f"trained {args.language} LM on {card['documents']} documents, {card['kenlm']['tokens']} pieces -> {args.output}")
+        stage = StageStats("normalize", docs_in=counts.get("read", 0), docs_out=card["documents"])
+        stage.drop("empty_after_normalization", counts.get("empty_after_normalization", 0))
+        files = [f"{args.language}.sp.model", f"{args.language}.sp.vocab", f"{args.language}.arpa.bin", f"{args.language}.lm.json"]
+        return JobStats("train-lm", [stage], {"language": args.language}), files, []
+
+    # One LM folder holds every language's models: each language's run keeps its own stats file.
+    if run_job("train-lm", inputs, args.output, settings, body, force=args.force, stats_file=f"stats-{args.language}.json") is None:
+        print(f"{args.language} LM up to date in {args.output} (same inputs and settings; --force retrains)")
     return 0

@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 
 from pipeline.accounting import JobStats
 from pipeline.plan import FileResult, Plan, Work, job_stats, run_local
-from pipeline.runs import _fs, finalize, input_fingerprint, is_complete, load_stats
+from pipeline.runs import STATS_FILE, _fs, finalize, input_fingerprint, is_complete, load_stats
 
 WORK_DIR = ".work"
 
@@ -77,18 +77,19 @@ def run_plan(plan: Plan, paths: Sequence[str], output: str, config: dict, *, for
 
 
 def run_job(name: str, paths: Sequence[str], output: str, config: dict, body: Callable[[Work], tuple[JobStats, list[str], list[dict]]],
-            *, force: bool = False) -> dict | None:
+            *, force: bool = False, stats_file: str = STATS_FILE) -> dict | None:
     """A job that is not a plan: `body(work)` does the work (writing into OUTPUT through atomic writes)
-    and returns (stats, files written, dead letters)."""
+    and returns (stats, files written, dead letters). `stats_file`: for a folder that several runs
+    share (one LM folder for every language)."""
     fingerprint = input_fingerprint(list(paths), {"job": name, **config})
-    if not force and is_complete(output, fingerprint):
+    if not force and is_complete(output, fingerprint, stats_file):
         return None
     work = work_for(output, fingerprint)
     stats, files, dead = body(work)
     stats.extra.update(fingerprint=fingerprint, config=config)
-    finalize(output, stats, files, dead)
+    finalize(output, stats, files, dead, stats_file)
     _remove(work.root.rsplit("/", 1)[0])
-    return load_stats(output)
+    return load_stats(output, stats_file)
 
 
 class Progress:

@@ -38,12 +38,17 @@ def kenlm_tool(name: str) -> str:
     raise FileNotFoundError(f"KenLM's {name} not found in {tools_bin()} or on PATH: {KENLM_HOW}")
 
 
-def normalized_documents(paths: list[str], max_documents: int = MAX_DOCUMENTS) -> Iterator[str]:
-    """The training lines: one normalised document each (documents empty after normalisation skipped)."""
+def normalized_documents(paths: list[str], max_documents: int = MAX_DOCUMENTS, counts: dict | None = None) -> Iterator[str]:
+    """The training lines: one normalised document each (documents empty after normalisation skipped,
+    and counted in `counts` with the documents read)."""
+    counts = {} if counts is None else counts
     n = 0
     for path in paths:
         for doc in iter_documents(path):
+            counts["read"] = counts.get("read", 0) + 1
             line = normalize_for_lm(doc["text"] or "")
+            if not line:
+                counts["empty_after_normalization"] = counts.get("empty_after_normalization", 0) + 1
             if line:
                 yield line
                 n += 1
@@ -53,7 +58,7 @@ def normalized_documents(paths: list[str], max_documents: int = MAX_DOCUMENTS) -
 
 def train_lm(
     inputs: list[str], output_dir: str, language: str, vocab_size: int, order: int = 5, memory: str = "20%",
-    max_documents: int = MAX_DOCUMENTS,
+    max_documents: int = MAX_DOCUMENTS, counts: dict | None = None,
 ) -> dict:
     import sentencepiece as spm
 
@@ -63,7 +68,7 @@ def train_lm(
         corpus = os.path.join(tmp, "normalized.txt")
         n_lines = 0
         with open(corpus, "w", encoding="utf-8") as f:
-            for line in normalized_documents(inputs, max_documents):
+            for line in normalized_documents(inputs, max_documents, counts):
                 f.write(line + "\n")
                 n_lines += 1
         if n_lines == 0:

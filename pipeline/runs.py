@@ -132,17 +132,17 @@ def shard_name(index: int, ext: str = "parquet") -> str:
     return f"part-{index:05d}.{ext}"
 
 
-def load_stats(output: str) -> dict | None:
-    fs, p = _fs(posixpath.join(output, STATS_FILE) if "://" in output else os.path.join(output, STATS_FILE))
+def load_stats(output: str, stats_file: str = STATS_FILE) -> dict | None:
+    fs, p = _fs(posixpath.join(output, stats_file) if "://" in output else os.path.join(output, stats_file))
     if fs.get_file_info(p).type != pafs.FileType.File:
         return None
     with fs.open_input_stream(p) as f:
         return json.loads(f.read())
 
 
-def is_complete(output: str, fingerprint: str) -> bool:
+def is_complete(output: str, fingerprint: str, stats_file: str = STATS_FILE) -> bool:
     """True when `output` holds a finished run with this fingerprint and all its files are present."""
-    stats = load_stats(output)
+    stats = load_stats(output, stats_file)
     if not stats or stats.get("fingerprint") != fingerprint:
         return False
     fs, base = _fs(output)
@@ -152,20 +152,20 @@ def is_complete(output: str, fingerprint: str) -> bool:
     return True
 
 
-def finalize(output: str, stats: JobStats, files: list[str], dead_letters: list[dict]) -> None:
+def finalize(output: str, stats: JobStats, files: list[str], dead_letters: list[dict], stats_file: str = STATS_FILE) -> None:
     """Close a run: dead letters, then remove what this run did not write, then stats.json last."""
     stats.check()
     fs, base = _fs(output)
     fs.create_dir(base, recursive=True)
     dead = "".join(json.dumps(d, sort_keys=True, ensure_ascii=False) + "\n" for d in sorted(dead_letters, key=_dead_key))
     atomic_write_bytes(posixpath.join(base, DEAD_LETTER_FILE), dead.encode())
-    keep = set(files) | {DEAD_LETTER_FILE, STATS_FILE}
+    keep = set(files) | {DEAD_LETTER_FILE, STATS_FILE, stats_file}
     for info in fs.get_file_info(pafs.FileSelector(base, recursive=False)):
         name = posixpath.basename(info.path)
         if info.type == pafs.FileType.File and name not in keep and (name.startswith(TMP_PREFIX) or name.startswith("part-")):
             fs.delete_file(info.path)
     stats.extra["files"] = sorted(files)
-    atomic_write_bytes(posixpath.join(base, STATS_FILE), stats.to_json().encode())
+    atomic_write_bytes(posixpath.join(base, stats_file), stats.to_json().encode())
 
 
 def _dead_key(d: dict):
