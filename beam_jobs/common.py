@@ -45,7 +45,12 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     if "--runner" not in given:
         args.append("--runner=DirectRunner")
         if "--direct_num_workers" not in given:
-            args += [f"--direct_num_workers={os.cpu_count() or 1}", "--direct_running_mode=multi_processing"]
+            args.append(f"--direct_num_workers={os.cpu_count() or 1}")
+        if "--direct_running_mode" not in given:
+            # One worker runs in this process: a worker process would only add its start-up (~3 s:
+            # interpreter, imports, models) and the data channel; more workers are processes.
+            workers = PipelineOptions(args).get_all_options().get("direct_num_workers") or 1
+            args.append(f"--direct_running_mode={'in_memory' if workers == 1 else 'multi_processing'}")
     return PipelineOptions(args)
 
 
