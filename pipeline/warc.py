@@ -179,10 +179,43 @@ def _next_warc_member(data: _Source, pos: int) -> int:
         pos += 1
 
 
+ARCHIVE_STARTS = (b"WARC/", b"filedesc://")  # a WARC record; an ARC file's version block
+
+
+def _not_an_archive(data: _Source, gzipped: bool) -> str | None:
+    """Why the file is not a WARC/ARC file at all (a text file, JSON lines...), or None. A gzip file
+    whose first member is damaged is an archive as long as a later member holds a WARC record."""
+    head = data.read_at(0, 64)
+    if gzipped:
+        try:
+            head = zlib.decompressobj(31).decompress(data.read_at(0, 4096), 64)
+        except zlib.error:
+            head = b""
+        if head.startswith(ARCHIVE_STARTS) or _next_warc_member(data, 1) < data.size:
+            return None
+    elif head.startswith(ARCHIVE_STARTS) or data.size == 0:
+        return None
+    return f"not a WARC or ARC file: it starts with {head[:32]!r}"
+
+
+def _next_plain_record(data: _Source, pos: int) -> int:
+    """Offset of the next 'WARC/1.' at the start of a line at or after `pos` (an uncompressed WARC), or the file size."""
+    while (pos := data.find(b"WARC/1.", pos)) >= 0:
+        if data.read_at(pos - 1, 1) == b"\n":
+            return pos
+        pos += 1
+    return data.size
+
+
 def _records(data: _Source):
     """Per record: (record, payload, offset, None) read and checked, or (None, None, offset, (reason,
     message)) where reading failed."""
     gzipped = data.read_at(0, 2) == GZIP_MEMBER[:2]
+    problem = _not_an_archive(data, gzipped)
+    if problem is not None:
+        yield None, None, 0, ("unreadable_archive", problem)
+        return
+    warc = data.read_at(0, 5) == b"WARC/"
     pos = 0
     while pos < data.size:
         it = _QuietArchiveIterator(data.stream_at(pos), arc2warc=True, check_digests=True)
@@ -215,9 +248,12 @@ def _records(data: _Source):
         except _READ_ERRORS as err:
             failure = ("corrupt_compression" if gzipped else "unreadable_archive", f"{type(err).__name__}: {err}")
         yield None, None, pos + done, failure
-        if not gzipped:
+        if gzipped:
+            pos = _next_warc_member(data, pos + done + 1)
+        elif warc:  # an uncompressed WARC: resume at the next record header
+            pos = _next_plain_record(data, pos + done + 1)
+        else:  # an ARC file's records cannot be found again
             return
-        pos = _next_warc_member(data, pos + done + 1)
 
 
 class _Discard(io.TextIOBase):

@@ -41,8 +41,10 @@ from pipeline.sources.common import (
     ApplyExactDedup,
     BatchBuilder,
     DropEmpty,
+    FileOfOtherFormat,
     HashContent,
     TextStep,
+    lines_until_damage,
     open_maybe_compressed,
     text_totals,
 )
@@ -113,8 +115,9 @@ def _dead(stats, dead, path, record, reason, error):
 
 
 def _read_jsonl(path, stats, dead, config):
+    other_format = FileOfOtherFormat(stats, dead, path)
     with open_maybe_compressed(path) as f:
-        for record, raw in enumerate(f):
+        for record, raw in lines_until_damage(f, path, stats, dead):
             if not raw.strip():
                 continue
             stats.docs_in += 1
@@ -132,6 +135,7 @@ def _read_jsonl(path, stats, dead, config):
                 continue
             stats.docs_out += 1
             yield record, repo, file_path, obj.get("license") or "", content.replace("\r\n", "\n")
+    other_format.close("GitHub JSON lines")
 
 
 LICENSE_FILES = re.compile(r"^(licen[cs]e|copying)(\.(md|txt|rst))?$", re.I)
