@@ -207,6 +207,17 @@ def _next_plain_record(data: _Source, pos: int) -> int:
     return data.size
 
 
+class _Unreadable(Exception):
+    pass
+
+
+def _more_records(data: _Source, pos: int, gzipped: bool, warc: bool) -> bool:
+    """Whether a record starts after `pos`, where warcio saw the end of the file."""
+    if gzipped:
+        return _next_warc_member(data, pos) < data.size
+    return warc and _next_plain_record(data, pos) < data.size
+
+
 def _records(data: _Source):
     """Per record: (record, payload, offset, None) read and checked, or (None, None, offset, (reason,
     message)) where reading failed."""
@@ -226,9 +237,12 @@ def _records(data: _Source):
                 with contextlib.redirect_stderr(_DISCARD):  # warcio prints zlib errors and carries on
                     record = next(records, None)
                     if record is None:
+                        if _more_records(data, pos + done, gzipped, warc):
+                            # warcio ends quietly at a member it cannot decompress: the rest is read on.
+                            raise _Unreadable("the next record cannot be read")
                         return
                     payload = record.content_stream().read()
-                offset = pos + it.get_record_offset()
+                offset = it.get_record_offset()  # warcio counts from the file's start (it asks the file for tell())
                 problem = _check(record)
                 count += 1
                 yield record, payload, offset, problem
@@ -245,7 +259,7 @@ def _records(data: _Source):
                 yield from _records_of_single_member(data, skip=count)
                 return
             failure = ("unreadable_archive", message.splitlines()[0] if message else "ArchiveLoadFailed")
-        except _READ_ERRORS as err:
+        except _READ_ERRORS + (_Unreadable,) as err:
             failure = ("corrupt_compression" if gzipped else "unreadable_archive", f"{type(err).__name__}: {err}")
         yield None, None, pos + done, failure
         if gzipped:
