@@ -123,12 +123,15 @@ class Tally:
 
     cases: int = 0
     records: int = 0  # records of the undamaged file, over all cases
-    damaged: int = 0
-    kept_damaged: int = 0  # damaged records that still came out unchanged
-    intact_kept: int = 0
-    lost: int = 0
+    damaged: int = 0  # of those, touched by the damage
+    damaged_unchanged: int = 0  # damaged records that still came out unchanged
+    changed: int = 0  # records that came out, but not as any record of the undamaged file (a flip inside them)
     dead_letters: int = 0
+    lost: int = 0  # intact records that did not come out unchanged: must be 0
+
+    HEADER = ("| format | cases | records (all cases) | damaged | intact, kept | damaged, kept unchanged | kept changed | dead letters | lost |\n"
+              "|---|---|---|---|---|---|---|---|---|")
 
     def row(self, name: str) -> str:
-        return (f"| {name} | {self.cases} | {self.records} | {self.damaged} | {self.intact_kept + self.kept_damaged} "
-                f"| {self.dead_letters} | {self.lost} |")
+        return (f"| {name} | {self.cases} | {self.records} | {self.damaged} | {self.records - self.damaged - self.lost} "
+                f"| {self.damaged_unchanged} | {self.changed} | {self.dead_letters} | {self.lost} |")

@@ -161,8 +161,8 @@ def run_format(fmt: Format, tmp: Path) -> Tally:
         tally.cases += 1
         tally.records += len(records)
         tally.damaged += len(damaged)
-        tally.kept_damaged += sum(records[i] in kept for i in damaged)
-        tally.intact_kept += len(records) - len(damaged)
+        tally.damaged_unchanged += sum(records[i] in kept for i in damaged)
+        tally.changed += len(kept - set(records.values()))
         tally.dead_letters += len(dead)
     return tally
 
@@ -175,7 +175,7 @@ def test_damaged_input_keeps_every_intact_record(fmt, tmp_path):
 if __name__ == "__main__":
     import tempfile
 
-    print("| format | cases | records (all cases) | damaged | kept | dead letters | lost |\n|---|---|---|---|---|---|---|")
+    print(Tally.HEADER)
     for fmt in FORMATS:
         with tempfile.TemporaryDirectory() as tmp:
             print(run_format(fmt, Path(tmp)).row(fmt.name), flush=True)
