@@ -136,7 +136,9 @@ class _QuietArchiveIterator(ArchiveIterator):
 
 
 GZIP_MEMBER = b"\x1f\x8b\x08"
-_READ_ERRORS = (zlib.error, EOFError, OSError, ValueError)
+# warcio on malformed headers also fails with AttributeError, TypeError, KeyError or IndexError (no
+# WARC-Target-URI, a length that is not a number): the record is unreadable, not the job.
+_READ_ERRORS = (zlib.error, EOFError, OSError, ValueError, AttributeError, TypeError, KeyError, IndexError)
 
 
 class _Source:
@@ -234,7 +236,9 @@ def _records(data: _Source):
         done, count = 0, 0  # bytes of `data[pos:]` fully read; records read from this iterator
         try:
             while True:
-                with contextlib.redirect_stderr(_DISCARD):  # warcio prints zlib errors and carries on
+                # warcio prints a decompression error (a bad deflate block, a CRC that does not match)
+                # and carries on as if the member had ended: what it prints marks the record corrupt.
+                with contextlib.redirect_stderr(io.StringIO()) as printed:
                     record = next(records, None)
                     if record is None:
                         if _more_records(data, pos + done, gzipped, warc):
@@ -242,16 +246,20 @@ def _records(data: _Source):
                             raise _Unreadable("the next record cannot be read")
                         return
                     payload = record.content_stream().read()
-                offset = it.get_record_offset()  # warcio counts from the file's start (it asks the file for tell())
+                    offset = it.get_record_offset()  # warcio counts from the file's start (it asks the file for tell())
+                    length = it.get_record_length()
                 problem = _check(record)
+                if problem is None and printed.getvalue().strip():
+                    problem = ("corrupt_compression", printed.getvalue().strip().splitlines()[0])
                 count += 1
                 yield record, payload, offset, problem
-                if problem is not None and gzipped:
-                    # warcio reads nothing more after a broken member: resume at the next one.
+                if problem is not None and (gzipped or warc):
+                    # warcio reads nothing more after a broken member; a damaged plain record may
+                    # claim the records after it: resume at the next member or record header after its start.
                     done = offset - pos
                     break
-                done = offset - pos + it.get_record_length()
-            pos = _next_warc_member(data, pos + done + 1)
+                done = offset - pos + length
+            pos = _next_warc_member(data, pos + done + 1) if gzipped else _next_plain_record(data, pos + done + 1)
             continue
         except ArchiveLoadFailed as err:
             message = str(err).strip()
@@ -270,16 +278,11 @@ def _records(data: _Source):
             return
 
 
-class _Discard(io.TextIOBase):
-    def write(self, s):
-        return len(s)
-
-
-_DISCARD = _Discard()
-
-
 def _check(record) -> tuple[str, str] | None:
     """Why a fully read record is malformed, or None."""
+    if record.rec_headers.get_header("Content-Length") is None:
+        # warcio then reads to the end of the stream: the records after it would become its payload.
+        return "malformed_header", "no Content-Length header"
     missing = getattr(record.raw_stream, "limit", 0) or 0  # warcio's LimitReader counts down to 0
     if missing:
         return "truncated_record", f"record is {missing} bytes shorter than its Content-Length"

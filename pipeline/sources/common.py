@@ -12,7 +12,6 @@ from __future__ import annotations
 import bz2
 import codecs
 import dataclasses
-import gzip
 import io
 import json
 import re
@@ -72,16 +71,94 @@ class BatchBuilder:
 
 
 def open_maybe_compressed(path: str):
-    """A binary stream of the file's content, decompressed on the fly for .gz and .bz2."""
+    """A binary stream of the file's content, decompressed on the fly for .gz and .bz2 (concatenated
+    members included). After damage it gives every byte that can still be decompressed, then raises
+    (`DECOMPRESSION_ERRORS`)."""
     if "://" not in path:
         raw = open(path, "rb")  # buffered: supports line iteration, unlike pyarrow's raw streams
     else:
         raw = io.BytesIO(open_input(path).read())
-    if path.endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw, mode="rb")
-    if path.endswith(".bz2"):
-        return bz2.BZ2File(raw, mode="rb")
+    if path.endswith((".gz", ".bz2")):
+        return io.BufferedReader(_Decompressed(raw, "gz" if path.endswith(".gz") else "bz2"))
     return raw
+
+
+class _Decompressed(io.RawIOBase):
+    """gzip or bz2 decompressed as it is read. gzip.GzipFile and bz2.BZ2File drop the output of the
+    read that meets damage (up to a bz2 block, 900 kB, of good text); here, the input chunk holding the
+    damage is decompressed again a byte at a time, so that the reader gets every good byte first."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, raw, kind: str):
+        self.raw, self.kind = raw, kind
+        self.pending, self.error, self.done = b"", None, False
+        self._member(0)
+
+    def _member(self, start: int) -> None:
+        self.start, self.fed, self.out = start, 0, 0  # where this member starts; bytes fed; bytes given
+        self.d = zlib.decompressobj(31) if self.kind == "gz" else bz2.BZ2Decompressor()
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+    def readinto(self, b) -> int:
+        while not self.pending and not self.done:
+            self._step()
+        if not self.pending:
+            if self.error is not None:
+                err, self.error = self.error, None
+                raise err
+            return 0
+        n = min(len(b), len(self.pending))
+        b[:n], self.pending = self.pending[:n], self.pending[n:]
+        return n
+
+    def _step(self) -> None:
+        pos = self.start + self.fed
+        self.raw.seek(pos)
+        chunk = self.raw.read(self.CHUNK)
+        if not chunk:
+            self.done = True
+            if self.fed:  # a member that started and never ended
+                self.error = EOFError(f"the compressed stream ends {self.out} bytes into a member, before its end")
+            return
+        if not self.fed and self.kind == "gz" and not chunk.strip(b"\0"):
+            self._member(pos + len(chunk))  # zero padding after the last member, as gzip allows
+            return
+        try:
+            out = self.d.decompress(chunk)
+        except DECOMPRESSION_ERRORS as err:
+            self.pending, self.error, self.done = self._salvage(chunk), err, True
+            return
+        self.fed += len(chunk)
+        self.out += len(out)
+        self.pending = out
+        if self.d.eof:  # the member ended inside this chunk: the next one starts after it
+            self._member(pos + len(chunk) - len(self.d.unused_data))
+
+    def _salvage(self, chunk: bytes) -> bytes:
+        """The output of `chunk` up to its first damaged byte (a fresh decompressor over the member)."""
+        d = zlib.decompressobj(31) if self.kind == "gz" else bz2.BZ2Decompressor()
+        self.raw.seek(self.start)
+        left = self.fed
+        while left:
+            piece = self.raw.read(min(self.CHUNK, left))
+            d.decompress(piece)  # decompressed fine the first time
+            left -= len(piece)
+        out = []
+        for i in range(len(chunk)):
+            try:
+                out.append(d.decompress(chunk[i : i + 1]))
+            except DECOMPRESSION_ERRORS:
+                break
+            if d.eof:
+                break
+        return b"".join(out)
 
 
 # What a gzip or bz2 stream raises where its bytes are damaged: cut short (EOFError), a bad deflate
