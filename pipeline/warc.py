@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import re
 import zlib
 from typing import Iterator
 
@@ -200,10 +201,14 @@ def _not_an_archive(data: _Source, gzipped: bool) -> str | None:
     return f"not a WARC or ARC file: it starts with {head[:32]!r}"
 
 
+_WARC_HEAD = re.compile(rb"WARC/1\.[01]\r?\n[A-Za-z-]+:")
+
+
 def _next_plain_record(data: _Source, pos: int) -> int:
-    """Offset of the next 'WARC/1.' at the start of a line at or after `pos` (an uncompressed WARC), or the file size."""
+    """Offset of the next record header ('WARC/1.0' and a header line) at or after `pos` in an
+    uncompressed WARC, or the file size."""
     while (pos := data.find(b"WARC/1.", pos)) >= 0:
-        if data.read_at(pos - 1, 1) == b"\n":
+        if _WARC_HEAD.match(data.read_at(pos, 64)):
             return pos
         pos += 1
     return data.size
@@ -223,7 +228,9 @@ def _more_records(data: _Source, pos: int, gzipped: bool, warc: bool) -> bool:
 def _records(data: _Source):
     """Per record: (record, payload, offset, None) read and checked, or (None, None, offset, (reason,
     message)) where reading failed."""
-    gzipped = data.read_at(0, 2) == GZIP_MEMBER[:2]
+    head = data.read_at(0, 16)
+    # gzip'ed: by its magic, or (a damaged first member) by a later member that holds a WARC record
+    gzipped = head[:2] == GZIP_MEMBER[:2] or not head.startswith(ARCHIVE_STARTS) and _next_warc_member(data, 1) < data.size
     problem = _not_an_archive(data, gzipped)
     if problem is not None:
         yield None, None, 0, ("unreadable_archive", problem)
@@ -234,6 +241,7 @@ def _records(data: _Source):
         it = _QuietArchiveIterator(data.stream_at(pos), arc2warc=True, check_digests=True)
         records = iter(it)
         done, count = 0, 0  # bytes of `data[pos:]` fully read; records read from this iterator
+        last = pos  # where the last record read starts (resuming looks after it)
         try:
             while True:
                 # warcio prints a decompression error (a bad deflate block, a CRC that does not match)
@@ -251,7 +259,7 @@ def _records(data: _Source):
                 problem = _check(record)
                 if problem is None and printed.getvalue().strip():
                     problem = ("corrupt_compression", printed.getvalue().strip().splitlines()[0])
-                count += 1
+                count, last = count + 1, offset
                 yield record, payload, offset, problem
                 if problem is not None and (gzipped or warc):
                     # warcio reads nothing more after a broken member; a damaged plain record may
@@ -272,8 +280,10 @@ def _records(data: _Source):
         yield None, None, pos + done, failure
         if gzipped:
             pos = _next_warc_member(data, pos + done + 1)
-        elif warc:  # an uncompressed WARC: resume at the next record header
-            pos = _next_plain_record(data, pos + done + 1)
+        elif warc:
+            # An uncompressed WARC: resume at the next record header after the start of the last record
+            # read, which may have claimed (by a damaged length) the start of the next one.
+            pos = _next_plain_record(data, last + 1)
         else:  # an ARC file's records cannot be found again
             return
 

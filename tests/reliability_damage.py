@@ -22,6 +22,9 @@ INF = float("inf")
 
 # (kind, seed): 4 truncations, 4 single byte flips, 2 x 5 byte flips, 3 holes.
 CASES = [("truncate", s) for s in range(4)] + [("flip", s) for s in range(4)] + [("flips", s) for s in range(2)] + [("hole", s) for s in range(3)]
+# The slow run: 85 more cases per file, other seeds.
+MORE_CASES = ([("truncate", s) for s in range(100, 120)] + [("flip", s) for s in range(100, 140)] + [("flips", s) for s in range(100, 110)]
+              + [("hole", s) for s in range(100, 115)])
 
 
 def damage(data: bytes, kind: str, seed: int) -> tuple[bytes, list[tuple[float, float]]]:

@@ -20,7 +20,7 @@ import pytest
 from pipeline.accounting import StageStats
 from pipeline.schema import ORD_FILE_SHIFT
 from pipeline.sources import arxiv, books, c4, github, stackexchange, wikipedia
-from tests.reliability_damage import CASES, Tally, content_touched, damage, line_spans, touches, xml_spans
+from tests.reliability_damage import CASES, MORE_CASES, Tally, content_touched, damage, line_spans, touches, xml_spans
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
@@ -129,7 +129,7 @@ def check_case(rows, stats, dead, path):
         assert str(d["file"]).startswith(str(path)) and ("record" in d or "offset" in d) and d["error"]
 
 
-def run_format(fmt: Format, tmp: Path) -> Tally:
+def run_format(fmt: Format, tmp: Path, cases=CASES) -> Tally:
     raw = fmt.sample.read_bytes()
     content = {"gz": gzip.decompress, "bz2": bz2.decompress, None: lambda b: b}[fmt.compression](raw)
     original = content if fmt.unpack else raw
@@ -147,7 +147,7 @@ def run_format(fmt: Format, tmp: Path) -> Tally:
         header, spans = fmt.spans(content)
         records = {fmt.record_of(r): fmt.key(r) for r in rows}
     tally = Tally()
-    for kind, seed in CASES:
+    for kind, seed in cases:
         damaged_bytes, touched = damage(original, kind, seed)
         path.write_bytes(damaged_bytes)
         got, stats, dead = fmt.read(path)
@@ -172,10 +172,18 @@ def test_damaged_input_keeps_every_intact_record(fmt, tmp_path):
     TALLIES[fmt.name] = run_format(fmt, tmp_path)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", FORMATS, ids=[f.name for f in FORMATS])
+def test_85_more_cases_keep_every_intact_record(fmt, tmp_path):
+    run_format(fmt, tmp_path, MORE_CASES)
+
+
 if __name__ == "__main__":
+    import sys
     import tempfile
 
+    cases = MORE_CASES if "--more" in sys.argv else CASES
     print(Tally.HEADER)
     for fmt in FORMATS:
         with tempfile.TemporaryDirectory() as tmp:
-            print(run_format(fmt, Path(tmp)).row(fmt.name), flush=True)
+            print(run_format(fmt, Path(tmp), cases).row(fmt.name), flush=True)
