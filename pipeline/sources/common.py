@@ -202,7 +202,7 @@ def lines_until_damage(stream, path: str, stats: StageStats, dead: list[dict]):
 
 class FileOfOtherFormat:
     """Turns a file none of whose records was of the format (a text file given as JSON lines) into ONE
-    dead letter `unreadable_file` instead of one per line. `start` before reading, `close` after."""
+    dead letter `unreadable_file` instead of one per line. Made before reading, `close`d after."""
 
     def __init__(self, stats: StageStats, dead: list[dict], path: str, reason: str = "malformed_record"):
         self.stats, self.dead, self.path, self.reason = stats, dead, path, reason
@@ -368,8 +368,11 @@ def xml_records(stream, path: str, root: str, tag: str, stats: StageStats, dead:
         if last:
             return
         record += 1
-        data.drop_before(nxt.start())
-        pos, searched = 0, 1
+        pos = nxt.start()
+        if pos > data.block:  # drop what was read, a block at a time (not per record: that copies the buffer)
+            data.drop_before(pos)
+            pos = 0
+        searched = pos + 1
 
 
 def local_name(tag: str) -> str:
