@@ -187,3 +187,21 @@ if __name__ == "__main__":
     for fmt in FORMATS:
         with tempfile.TemporaryDirectory() as tmp:
             print(run_format(fmt, Path(tmp), cases).row(fmt.name), flush=True)
+
+
+BOOK_TEXT = SAMPLE / "books" / "pg9198_9198-8.txt.gz"
+
+
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if not f.name.startswith(("books", "arc", "wet"))], ids=lambda f: f.name)
+def test_a_file_of_another_format_is_one_dead_letter(fmt, tmp_path):
+    """A book's text under the format's name (gzip'ed where the name says so): one dead letter, nothing kept."""
+    text = gzip.decompress(BOOK_TEXT.read_bytes())[:100_000]
+    folder = tmp_path / (fmt.folder or "in")
+    folder.mkdir()
+    path = folder / fmt.file_name
+    compression = None if fmt.unpack or fmt.read is warc_reader and not fmt.file_name.endswith(".gz") else fmt.compression or "gz"
+    path.write_bytes({"gz": lambda b: gzip.compress(b, mtime=0), "bz2": bz2.compress, None: lambda b: b}[compression](text))
+    rows, stats, dead = fmt.read(path)
+    check_case(rows, stats, dead, path)
+    assert rows == [] and len(dead) == 1 and stats.docs_in == 1, (stats.to_dict(), dead)
+    assert dead[0]["reason"] in ("unreadable_file", "unreadable_archive", "no_tex_files")
