@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import re
 import zlib
 from typing import Iterator
 
@@ -136,7 +137,9 @@ class _QuietArchiveIterator(ArchiveIterator):
 
 
 GZIP_MEMBER = b"\x1f\x8b\x08"
-_READ_ERRORS = (zlib.error, EOFError, OSError, ValueError)
+# warcio on malformed headers also fails with AttributeError, TypeError, KeyError or IndexError (no
+# WARC-Target-URI, a length that is not a number): the record is unreadable, not the job.
+_READ_ERRORS = (zlib.error, EOFError, OSError, ValueError, AttributeError, TypeError, KeyError, IndexError)
 
 
 class _Source:
@@ -179,32 +182,92 @@ def _next_warc_member(data: _Source, pos: int) -> int:
         pos += 1
 
 
+ARCHIVE_STARTS = (b"WARC/", b"filedesc://")  # a WARC record; an ARC file's version block
+
+
+def _not_an_archive(data: _Source, gzipped: bool) -> str | None:
+    """Why the file is not a WARC/ARC file at all (a text file, JSON lines...), or None. A gzip file
+    whose first member is damaged is an archive as long as a later member holds a WARC record."""
+    head = data.read_at(0, 64)
+    if gzipped:
+        try:
+            head = zlib.decompressobj(31).decompress(data.read_at(0, 4096), 64)
+        except zlib.error:
+            head = b""
+        if head.startswith(ARCHIVE_STARTS) or _next_warc_member(data, 1) < data.size:
+            return None
+    elif head.startswith(ARCHIVE_STARTS) or data.size == 0:
+        return None
+    return f"not a WARC or ARC file: it starts with {head[:32]!r}"
+
+
+_WARC_HEAD = re.compile(rb"WARC/1\.[01]\r?\n[A-Za-z-]+:")
+
+
+def _next_plain_record(data: _Source, pos: int) -> int:
+    """Offset of the next record header ('WARC/1.0' and a header line) at or after `pos` in an
+    uncompressed WARC, or the file size."""
+    while (pos := data.find(b"WARC/1.", pos)) >= 0:
+        if _WARC_HEAD.match(data.read_at(pos, 64)):
+            return pos
+        pos += 1
+    return data.size
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _more_records(data: _Source, pos: int, gzipped: bool, warc: bool) -> bool:
+    """Whether a record starts after `pos`, where warcio saw the end of the file."""
+    if gzipped:
+        return _next_warc_member(data, pos) < data.size
+    return warc and _next_plain_record(data, pos) < data.size
+
+
 def _records(data: _Source):
     """Per record: (record, payload, offset, None) read and checked, or (None, None, offset, (reason,
     message)) where reading failed."""
-    gzipped = data.read_at(0, 2) == GZIP_MEMBER[:2]
+    head = data.read_at(0, 16)
+    # gzip'ed: by its magic, or (a damaged first member) by a later member that holds a WARC record
+    gzipped = head[:2] == GZIP_MEMBER[:2] or not head.startswith(ARCHIVE_STARTS) and _next_warc_member(data, 1) < data.size
+    problem = _not_an_archive(data, gzipped)
+    if problem is not None:
+        yield None, None, 0, ("unreadable_archive", problem)
+        return
+    warc = data.read_at(0, 5) == b"WARC/"
     pos = 0
     while pos < data.size:
         it = _QuietArchiveIterator(data.stream_at(pos), arc2warc=True, check_digests=True)
         records = iter(it)
         done, count = 0, 0  # bytes of `data[pos:]` fully read; records read from this iterator
+        last = pos  # where the last record read starts (resuming looks after it)
         try:
             while True:
-                with contextlib.redirect_stderr(_DISCARD):  # warcio prints zlib errors and carries on
+                # warcio prints a decompression error (a bad deflate block, a CRC that does not match)
+                # and carries on as if the member had ended: what it prints marks the record corrupt.
+                with contextlib.redirect_stderr(io.StringIO()) as printed:
                     record = next(records, None)
                     if record is None:
+                        if _more_records(data, pos + done, gzipped, warc):
+                            # warcio ends quietly at a member it cannot decompress: the rest is read on.
+                            raise _Unreadable("the next record cannot be read")
                         return
                     payload = record.content_stream().read()
-                offset = pos + it.get_record_offset()
+                    offset = it.get_record_offset()  # warcio counts from the file's start (it asks the file for tell())
+                    length = it.get_record_length()
                 problem = _check(record)
-                count += 1
+                if problem is None and printed.getvalue().strip():
+                    problem = ("corrupt_compression", printed.getvalue().strip().splitlines()[0])
+                count, last = count + 1, offset
                 yield record, payload, offset, problem
-                if problem is not None and gzipped:
-                    # warcio reads nothing more after a broken member: resume at the next one.
+                if problem is not None and (gzipped or warc):
+                    # warcio reads nothing more after a broken member; a damaged plain record may
+                    # claim the records after it: resume at the next member or record header after its start.
                     done = offset - pos
                     break
-                done = offset - pos + it.get_record_length()
-            pos = _next_warc_member(data, pos + done + 1)
+                done = offset - pos + length
+            pos = _next_warc_member(data, pos + done + 1) if gzipped else _next_plain_record(data, pos + done + 1)
             continue
         except ArchiveLoadFailed as err:
             message = str(err).strip()
@@ -212,24 +275,24 @@ def _records(data: _Source):
                 yield from _records_of_single_member(data, skip=count)
                 return
             failure = ("unreadable_archive", message.splitlines()[0] if message else "ArchiveLoadFailed")
-        except _READ_ERRORS as err:
+        except _READ_ERRORS + (_Unreadable,) as err:
             failure = ("corrupt_compression" if gzipped else "unreadable_archive", f"{type(err).__name__}: {err}")
         yield None, None, pos + done, failure
-        if not gzipped:
+        if gzipped:
+            pos = _next_warc_member(data, pos + done + 1)
+        elif warc:
+            # An uncompressed WARC: resume at the next record header after the start of the last record
+            # read, which may have claimed (by a damaged length) the start of the next one.
+            pos = _next_plain_record(data, last + 1)
+        else:  # an ARC file's records cannot be found again
             return
-        pos = _next_warc_member(data, pos + done + 1)
-
-
-class _Discard(io.TextIOBase):
-    def write(self, s):
-        return len(s)
-
-
-_DISCARD = _Discard()
 
 
 def _check(record) -> tuple[str, str] | None:
     """Why a fully read record is malformed, or None."""
+    if record.rec_headers.get_header("Content-Length") is None:
+        # warcio then reads to the end of the stream: the records after it would become its payload.
+        return "malformed_header", "no Content-Length header"
     missing = getattr(record.raw_stream, "limit", 0) or 0  # warcio's LimitReader counts down to 0
     if missing:
         return "truncated_record", f"record is {missing} bytes shorter than its Content-Length"

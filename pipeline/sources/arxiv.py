@@ -30,6 +30,7 @@ import os
 import posixpath
 import re
 import tarfile
+import zlib
 from typing import Iterator
 
 from pipeline.accounting import StageStats
@@ -86,8 +87,11 @@ def paper_files(path: str) -> dict[str, bytes]:
             for name in sorted(filenames):
                 if name.lower().endswith(".tex"):
                     full = os.path.join(dirpath, name)
-                    with open(full, "rb") as f:
-                        files[os.path.relpath(full, path).replace(os.sep, "/")] = f.read()
+                    try:
+                        with open(full, "rb") as f:
+                            files[os.path.relpath(full, path).replace(os.sep, "/")] = f.read()
+                    except OSError as err:
+                        raise InputError(f"{full}: cannot be read: {type(err).__name__}: {err}") from err
         return files
     try:
         with tarfile.open(path, "r:*") as tar:
@@ -97,7 +101,7 @@ def paper_files(path: str) -> dict[str, bytes]:
                     if name.startswith(".."):
                         continue  # a path escaping the archive: never followed
                     files[name] = tar.extractfile(member).read()
-    except (tarfile.TarError, EOFError, OSError) as err:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         raise InputError(f"{path}: not a readable tar archive: {type(err).__name__}: {err}") from err
     return files
 

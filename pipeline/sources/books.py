@@ -43,7 +43,7 @@ import xxhash
 
 from pipeline.accounting import StageStats
 from pipeline.runs import expand_inputs
-from pipeline.sources.common import BatchBuilder, DropEmpty, decode_text, open_maybe_compressed
+from pipeline.sources.common import DECOMPRESSION_ERRORS, BatchBuilder, DropEmpty, dead_letter, decode_text, open_maybe_compressed
 from pipeline.step import Outcome, Step, TextStep
 
 SOURCE = "books"
@@ -85,15 +85,17 @@ def expand(patterns: list[str]) -> list[str]:
 
 def read(path: str, file_index: int, stats: StageStats, dead: list[dict], config: BooksConfig) -> Iterator:
     builder = BatchBuilder(SOURCE, file_index, config.batch_records)
-    stats.docs_in += 1
+    # A book is one record: damaged compression drops the book (a fragment is not a book), one dead letter.
+    chunks: list[bytes] = []
     try:
         with open_maybe_compressed(path) as f:
-            data = f.read()
-    except (EOFError, OSError) as err:
-        stats.drop("unreadable_file")
-        dead.append({"file": path, "record": 0, "reason": "unreadable_file", "error": f"{type(err).__name__}: {err}"[:500]})
+            for chunk in iter(lambda: f.read(1 << 16), b""):
+                chunks.append(chunk)
+    except DECOMPRESSION_ERRORS as err:
+        dead_letter(stats, dead, path, "unreadable_file", err, record=0, offset=sum(map(len, chunks)))
         return
-    text, encoding = decode_text(data)
+    stats.docs_in += 1
+    text, encoding = decode_text(b"".join(chunks))
     stats.docs_out += 1
     name = os.path.basename(path)
     meta = {"file": name, "encoding": encoding, **gutenberg_header_fields(text)}

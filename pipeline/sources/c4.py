@@ -44,7 +44,7 @@ import pyarrow as pa
 from pipeline.accounting import StageStats
 from pipeline.langid import IdentifyLanguage
 from pipeline.models import default_lid_path, load_fasttext
-from pipeline.sources.common import BatchBuilder, open_maybe_compressed
+from pipeline.sources.common import BatchBuilder, FileOfOtherFormat, lines_until_damage, open_maybe_compressed
 from pipeline.step import Outcome, Step, TextStep
 
 SOURCE = "c4"
@@ -100,10 +100,12 @@ class C4Config:
 
 def read(path: str, file_index: int, stats: StageStats, dead: list[dict], config: C4Config) -> Iterator:
     """One document per JSON line; a line that is not a JSON object with a string "text" is a
-    `malformed_record` with a dead letter naming file and line."""
+    `malformed_record` with a dead letter naming file and line; damaged compression ends the file with
+    one dead letter, the lines before it kept; a file with no such line at all is one dead letter."""
     builder = BatchBuilder(SOURCE, file_index, config.batch_records)
+    other_format = FileOfOtherFormat(stats, dead, path)
     with open_maybe_compressed(path) as f:
-        for record, raw in enumerate(f):
+        for record, raw in lines_until_damage(f, path, stats, dead):
             if not raw.strip():
                 stats.notes["blank_lines"] += 1
                 continue
@@ -124,6 +126,7 @@ def read(path: str, file_index: int, stats: StageStats, dead: list[dict], config
             full = builder.add(record, url or f"{path}:{record}", text, url=url, metadata=meta)
             if full:
                 yield full
+    other_format.close("C4 JSON lines")
     last = builder.flush()
     if last:
         yield last

@@ -43,7 +43,7 @@ import pyarrow as pa
 
 from pipeline.accounting import StageStats
 from pipeline.runs import InputError, read_bytes
-from pipeline.sources.common import ApplyExactDedup, BatchBuilder, HashContent, open_maybe_compressed
+from pipeline.sources.common import ApplyExactDedup, BatchBuilder, FileOfOtherFormat, HashContent, lines_until_damage, open_maybe_compressed
 from pipeline.step import Outcome, Step, TextStep
 
 SOURCE = "github"
@@ -120,8 +120,9 @@ def _dead(stats, dead, path, record, reason, error):
 
 
 def _read_jsonl(path, stats, dead, config):
+    other_format = FileOfOtherFormat(stats, dead, path)
     with open_maybe_compressed(path) as f:
-        for record, raw in enumerate(f):
+        for record, raw in lines_until_damage(f, path, stats, dead):
             if not raw.strip():
                 continue
             stats.docs_in += 1
@@ -139,6 +140,7 @@ def _read_jsonl(path, stats, dead, config):
                 continue
             stats.docs_out += 1
             yield record, repo, file_path, obj.get("license") or "", content.replace("\r\n", "\n")
+    other_format.close("GitHub JSON lines")
 
 
 LICENSE_FILES = re.compile(r"^(licen[cs]e|copying)(\.(md|txt|rst))?$", re.I)

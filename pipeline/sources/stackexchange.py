@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from pipeline.accounting import StageStats
 from pipeline.runs import InputError, expand_inputs
-from pipeline.sources.common import BatchBuilder, DropEmpty, local_name, open_maybe_compressed, safe_iterparse
+from pipeline.sources.common import BatchBuilder, DropEmpty, open_maybe_compressed, xml_records
 from pipeline.step import Outcome, Step, text_totals
 
 SOURCE = "stackexchange"
@@ -77,43 +77,31 @@ def read(path: str, file_index: int, stats: StageStats, dead: list[dict], config
     order: list[str] = []
     answers: dict[str, list[tuple[int, int, str]]] = {}
     with open_maybe_compressed(path) as stream:
-        root = None
-        row_no = -1
-        try:
-            for event, elem in safe_iterparse(stream, path, events=("start", "end")):
-                if event == "start":
-                    if root is None:
-                        root = elem
-                        if local_name(elem.tag) != "posts":
-                            raise InputError(f"{path}: not a StackExchange Posts.xml (root element <{local_name(elem.tag)}>)")
-                    continue
-                if local_name(elem.tag) != "row":
-                    continue
-                row_no += 1
-                a = elem.attrib
-                kind = a.get("PostTypeId")
-                if kind == "1":
-                    stats.docs_in += 1
-                    if not a.get("Id") or a.get("Body") is None:
-                        stats.drop("malformed_record")
-                        dead.append({"file": path, "record": row_no, "reason": "malformed_record", "error": "question row without Id or Body"})
-                    else:
-                        questions[a["Id"]] = {
-                            "row": row_no, "title": a.get("Title", ""), "body": a["Body"], "score": _int(a.get("Score")),
-                            "tags": a.get("Tags", ""), "date": a.get("CreationDate"), "accepted": a.get("AcceptedAnswerId"),
-                        }
-                        order.append(a["Id"])
-                elif kind == "2":
-                    if a.get("ParentId") and a.get("Body") is not None:
-                        answers.setdefault(a["ParentId"], []).append((-_int(a.get("Score")), _int(a.get("Id")), a["Body"]))
-                    else:
-                        stats.notes["answers_without_parent_or_body"] += 1
+        for what, *item in xml_records(stream, path, "posts", "row", stats, dead):
+            if what == "header":
+                continue
+            row_no, elem = item
+            a = elem.attrib
+            kind = a.get("PostTypeId")
+            if kind == "1":
+                stats.docs_in += 1
+                if not a.get("Id") or a.get("Body") is None or a["Id"] in questions:
+                    stats.drop("malformed_record")
+                    problem = "question row without Id or Body" if a.get("Id") not in questions else f"a second question with Id {a['Id']}"
+                    dead.append({"file": path, "record": row_no, "reason": "malformed_record", "error": problem})
                 else:
-                    stats.notes[f"skipped_post_type_{kind}"] += 1
-                elem.clear()
-                root.clear()
-        except (EOFError, OSError) as err:
-            raise InputError(f"{path}: cannot decompress after row {row_no}: {type(err).__name__}: {err}") from err
+                    questions[a["Id"]] = {
+                        "row": row_no, "title": a.get("Title", ""), "body": a["Body"], "score": _int(a.get("Score")),
+                        "tags": a.get("Tags", ""), "date": a.get("CreationDate"), "accepted": a.get("AcceptedAnswerId"),
+                    }
+                    order.append(a["Id"])
+            elif kind == "2":
+                if a.get("ParentId") and a.get("Body") is not None:
+                    answers.setdefault(a["ParentId"], []).append((-_int(a.get("Score")), _int(a.get("Id")), a["Body"]))
+                else:
+                    stats.notes["answers_without_parent_or_body"] += 1
+            else:
+                stats.notes[f"skipped_post_type_{kind}"] += 1
     stats.notes["answers_without_question"] += sum(len(v) for k, v in answers.items() if k not in questions)
     builder = BatchBuilder(SOURCE, file_index, config.batch_records, EXTRA_FIELDS)
     for qid in order:

@@ -39,7 +39,7 @@ import pyarrow as pa
 
 from pipeline.accounting import StageStats
 from pipeline.runs import InputError
-from pipeline.sources.common import BatchBuilder, DropEmpty, local_name, open_maybe_compressed, safe_iterparse
+from pipeline.sources.common import BatchBuilder, DropEmpty, local_name, open_maybe_compressed, xml_records
 from pipeline.step import Outcome, Step, TextStep
 
 SOURCE = "wikipedia"
@@ -78,60 +78,46 @@ def _dump_language(root_attrib: dict, dbname: str | None, fallback: str | None) 
 
 
 def read(path: str, file_index: int, stats: StageStats, dead: list[dict], config: WikipediaConfig) -> Iterator:
+    """One document per <page>; damage costs only the pages it touches (`xml_records`)."""
     builder = BatchBuilder(SOURCE, file_index, config.batch_records, EXTRA_FIELDS)
-    root = None
-    root_attrib: dict = {}
     site = {"dbname": None, "base": None}
     language = None
-    record = 0
     with open_maybe_compressed(path) as stream:
-        try:
-            for event, elem in safe_iterparse(stream, path, events=("start", "end")):
-                if event == "start":
-                    if root is None:
-                        root, root_attrib = elem, dict(elem.attrib)
-                        if local_name(elem.tag) != "mediawiki":
-                            raise InputError(f"{path}: not a MediaWiki XML dump (root element <{local_name(elem.tag)}>)")
-                    continue
-                name = local_name(elem.tag)
-                if name == "siteinfo":
-                    for child in elem:
-                        if local_name(child.tag) in site:
-                            site[local_name(child.tag)] = (child.text or "").strip()
-                    continue
-                if name != "page":
-                    continue
-                if language is None:
-                    language = _dump_language(root_attrib, site["dbname"], config.dump_language) or "unknown"
-                page = {local_name(c.tag): c for c in elem}
-                stats.docs_in += 1
-                title = (page["title"].text or "") if "title" in page else None
-                revision = page.get("revision")
-                text_el = None
-                if revision is not None:
-                    text_el = next((c for c in revision if local_name(c.tag) == "text"), None)
-                if title is None or text_el is None:
-                    stats.drop("malformed_record")
-                    dead.append({"file": path, "record": record, "reason": "malformed_record", "error": "page without <title> or <revision><text>"})
-                else:
-                    ns = int((page["ns"].text or "0").strip()) if "ns" in page else 0
-                    page_id = (page["id"].text or "").strip() if "id" in page else str(record)
-                    wikitext = text_el.text or ""
-                    redirect = "redirect" in page or wikitext.lstrip()[:9].upper() == "#REDIRECT"
-                    stats.docs_out += 1
-                    url = _page_url(site["base"], title)
-                    meta = {"title": title, "page_id": page_id, "ns": ns, "dbname": site["dbname"], "language": language}
-                    full = builder.add(
-                        record, f"{site['dbname'] or path}:{page_id}", wikitext, url=url, metadata=meta,
-                        _ns=ns, _redirect=redirect, _language=language,
-                    )
-                    if full:
-                        yield full
-                record += 1
-                elem.clear()
-                root.clear()  # drop the pages already read from the tree: constant memory
-        except (EOFError, OSError) as err:  # truncated or corrupt bz2 / gzip stream
-            raise InputError(f"{path}: cannot decompress after page {record}: {type(err).__name__}: {err}") from err
+        for kind, *item in xml_records(stream, path, "mediawiki", "page", stats, dead):
+            if kind == "header":
+                head = item[0]
+                for child in next((c for c in head if local_name(c.tag) == "siteinfo"), []):
+                    if local_name(child.tag) in site:
+                        site[local_name(child.tag)] = (child.text or "").strip()
+                language = _dump_language(dict(head.attrib), site["dbname"], config.dump_language) or "unknown"
+                continue
+            record, elem = item
+            page = {local_name(c.tag): c for c in elem}
+            stats.docs_in += 1
+            title = (page["title"].text or "") if "title" in page else None
+            revision = page.get("revision")
+            text_el = None
+            if revision is not None:
+                text_el = next((c for c in revision if local_name(c.tag) == "text"), None)
+            ns_text = (page["ns"].text or "0").strip() if "ns" in page else "0"
+            if title is None or text_el is None or not ns_text.lstrip("-").isdigit():
+                stats.drop("malformed_record")
+                dead.append({"file": path, "record": record, "reason": "malformed_record",
+                             "error": "page without <title> or <revision><text>, or with a non-numeric <ns>"})
+                continue
+            ns = int(ns_text)
+            page_id = (page["id"].text or "").strip() if "id" in page else str(record)
+            wikitext = text_el.text or ""
+            redirect = "redirect" in page or wikitext.lstrip()[:9].upper() == "#REDIRECT"
+            stats.docs_out += 1
+            url = _page_url(site["base"], title)
+            meta = {"title": title, "page_id": page_id, "ns": ns, "dbname": site["dbname"], "language": language}
+            full = builder.add(
+                record, f"{site['dbname'] or path}:{page_id}", wikitext, url=url, metadata=meta,
+                _ns=ns, _redirect=redirect, _language=language,
+            )
+            if full:
+                yield full
     last = builder.flush()
     if last:
         yield last

@@ -114,16 +114,19 @@ def test_xml_bomb_refused_naming_file():
         read_all(wiki, DATA / "xml_bomb.xml", wiki.WikipediaConfig())
 
 
-def test_truncated_bz2_is_a_clear_error(tmp_path):
+def test_truncated_bz2_keeps_the_pages_before_the_damage(tmp_path):
     data = ENWIKI.read_bytes()
     cut = tmp_path / "cut.xml.bz2"
-    cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(InputError, match="cut.xml.bz2"):
-        read_all(wiki, cut, wiki.WikipediaConfig())
+    cut.write_bytes(data[: len(data) * 9 // 10])  # into the second of its two 900 kB bz2 blocks
+    batches, stats, dead = read_all(wiki, cut, wiki.WikipediaConfig())
+    pages = sum(b.num_rows for b in batches)
+    assert pages > 0 and stats.docs_out == pages and stats.docs_in == pages + 1
+    assert [d["reason"] for d in dead] == ["corrupt_compression"] and dead[0]["file"] == str(cut)
 
 
-def test_not_a_dump(tmp_path):
+def test_not_a_dump_is_one_dead_letter(tmp_path):
     p = tmp_path / "x.xml"
     p.write_text("<posts><row Id='1'/></posts>")
-    with pytest.raises(InputError, match="not a MediaWiki XML dump"):
-        read_all(wiki, p, wiki.WikipediaConfig())
+    batches, stats, dead = read_all(wiki, p, wiki.WikipediaConfig())
+    assert not batches and stats.dropped == {"unreadable_file": 1}
+    assert "not a <mediawiki> XML file" in dead[0]["error"]
