@@ -69,10 +69,7 @@ JOBS = {
 
 
 def _env():
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    if not (REPO / "models" / "lid.176.ftz").exists() and (REPO.parent.parent / "main" / "models").is_dir():
-        env.setdefault("CORPUSMILL_MODELS", str(REPO.parent.parent / "main" / "models"))
-    return env
+    return dict(os.environ, PYTHONPATH=str(REPO))
 
 
 def corpusmill(args: list[str], output: Path, workers: list[str]) -> list[str]:

@@ -5,6 +5,8 @@ import glob
 import json
 import os
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -166,3 +168,22 @@ def test_two_folders_of_one_source_must_be_named(tmp_path, tokenizer_model):
     assert main(["tokenize", "--input", run, "--source", f"wikipedia={wiki}", "--tokenizer", tokenizer_model,
                  "--output", str(tmp_path / "t"), *ONE]) == 2  # still ambiguous through --input
     assert main(["tokenize", "--source", f"wikipedia={wiki}", "--tokenizer", tokenizer_model, "--output", str(tmp_path / "t"), *ONE]) == 0
+
+
+@pytest.mark.slow
+def test_tokenize_and_mix_killed_and_replayed_give_the_same_bytes(doc_run, tokenizer_model, tokens_dir, mix_dir, tmp_path):
+    """SIGKILL of the process group after some shards are done (the jobs' own markers), then the same
+    command: the same bytes as the uninterrupted run (tests/test_reliability_kill.py's helpers)."""
+    from tests.test_reliability_kill import corpusmill, files, kill_at, run_to_end
+
+    tokens = tmp_path / "tokens"
+    args = ["tokenize", "--input", doc_run, "--tokenizer", tokenizer_model, "--batch-docs", "64"]
+    for point in (3, 9):
+        kill_at(corpusmill(args, tokens, ONE), tokens, point)
+    run_to_end(corpusmill(args, tokens, ONE))
+    assert files(tokens) == {p.name: p.read_bytes() for p in sorted(Path(tokens_dir).iterdir())}
+    mixed = tmp_path / "mix"
+    args = ["mix", "--input", tokens_dir, "--tokens", "300000", "--shard-tokens", "60000"]
+    kill_at(corpusmill(args, mixed, ONE), mixed, 2)
+    run_to_end(corpusmill(args, mixed, ONE))
+    assert files(mixed) == {p.name: p.read_bytes() for p in sorted(Path(mix_dir).iterdir())}
