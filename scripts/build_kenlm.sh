@@ -3,8 +3,7 @@
 # Only the two programs, straight with g++ on every core: no CMake, and of Boost only the two libraries they
 # link (program_options, thread) and the headers. The input is plain text on stdin and ARPA files, so the
 # zlib/bzip2/xz readers are left out.
-# Usage: scripts/build_kenlm.sh DEST_BIN_DIR PYTHON
-#        scripts/build_kenlm.sh --apt   (only the apt-get step: `make -j` runs it beside the venv's pip install)
+# Usage: scripts/build_kenlm.sh DEST_BIN_DIR PYTHON   (PYTHON: any with pip; only to download the archive)
 set -euo pipefail
 apt_packages=(g++ libboost-program-options-dev libboost-thread-dev)
 
@@ -22,7 +21,6 @@ install_apt_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 }
 
-if [ "${1:-}" = "--apt" ]; then install_apt_packages; exit 0; fi
 dest=$(realpath -m "${1:-tools/bin}")
 python=${2:-python3}
 sdist_sha256=c4628bb9fb63c8a6f9240035b8b037385cfc404cb72e933cf48878291edac1e8
