@@ -20,7 +20,7 @@ $(BIN)/python:
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-compile -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
 	$(BIN)/python -c "import apache_beam, fasttext, kenlm, sentencepiece, datasketch, torch, transformers, pipeline"
 	touch $@
 
