@@ -18,9 +18,12 @@ setup: | $(BIN)/python
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# pip would write the .pyc files one at a time; compileall writes the same ones on every core (a few files
+# in packages' test data do not compile, as under pip). They matter where PYTHONDONTWRITEBYTECODE is set.
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-compile -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true
+	$(BIN)/python -m compileall -q -j0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" >/dev/null || true
 	$(BIN)/python -c "import apache_beam, fasttext, kenlm, sentencepiece, datasketch, torch, transformers, pipeline"
 	touch $@
 
