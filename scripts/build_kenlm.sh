@@ -29,7 +29,8 @@ install_apt_packages
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# --no-binary for kenlm alone: its build requirements (setuptools, cmake) come as wheels, nothing is compiled.
+# --no-binary for kenlm alone: its build requirements (setuptools, cmake) come as wheels and only the
+# archive's metadata is read (--no-binary :all: would build CMake itself from source: half an hour).
 "$python" -m pip download -q --disable-pip-version-check --no-deps --no-binary kenlm kenlm==0.3.0 -d "$work" 2>&1 \
   | grep -v '^WARNING' || true
 echo "$sdist_sha256  $work/kenlm-0.3.0.tar.gz" | sha256sum -c --status || { echo "kenlm-0.3.0.tar.gz checksum mismatch" >&2; exit 1; }
