@@ -43,9 +43,11 @@ demo: setup models/lm/en.arpa.bin
 	@echo "== web pipeline without quality filter (the classifier's negatives)"
 	$(CM) ccnet --input '$(SAMPLE)/commoncrawl/*.warc.gz' --output $(DEMO)/quality/negatives-ccnet \
 	    --no-quality --keep-buckets head,middle,tail
-	@echo "== Wikipedia-vs-web quality classifier"
+	@echo "== quality classifier (Wikipedia text as positives: the sample cites none of its own pages)"
+	# fastText's defaults (RedPajama's) need far more than the sample's ~60 pages a class to move from 0.5;
+	# more epochs and a larger step make the demo's classifier filter (docs/quality.md).
 	$(CM) train-quality --positives $(SAMPLE)/wikipedia/summaries-en.jsonl.gz \
-	    --negatives '$(DEMO)/quality/negatives-ccnet/*.parquet' --output $(DEMO)/quality
+	    --pages '$(DEMO)/quality/negatives-ccnet/*.parquet' --output $(DEMO)/quality --epoch 25 --lr 0.5
 	@echo "== web pipeline (CCNet + quality filter), with the real malformed WARC/ARC samples"
 	$(CM) ccnet --input '$(SAMPLE)/commoncrawl/*.warc.gz' '$(SAMPLE)/commoncrawl/malformed/*' \
 	    --output $(DEMO)/ccnet --quality-model $(DEMO)/quality/wiki_vs_cc.bin

@@ -24,19 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.models import ModelError, default_lm_dir, load_kenlm, load_sentencepiece
-from pipeline.step import Outcome, Step, set_column
+from pipeline.step import Outcome, Step
 from pipeline.text import normalize_for_lm
 
 BUCKETS = ("head", "middle", "tail")
 DEFAULT_PERCENTILES = (30.0, 60.0)
-
-
-def with_columns(batch: pa.RecordBatch, columns: dict[str, pa.DataType]) -> pa.RecordBatch:
-    """The columns a step adds, on an empty batch too (the base does not call `process` on one)."""
-    for name, type_ in columns.items():
-        if name not in batch.schema.names:
-            batch = set_column(batch, name, pa.array([], type_))
-    return batch
 
 
 def lm_paths(lm_dir: str, language: str) -> tuple[str, str]:
@@ -111,9 +103,6 @@ class ScorePerplexity(Step):
             out.append(ppl)
         return Outcome(columns={"perplexity": pa.array(out, pa.float32())})
 
-    def __call__(self, batch):
-        out, stats = super().__call__(batch)
-        return with_columns(out, {"perplexity": pa.float32()}), stats
 
 
 def compute_cutoffs(perplexities: dict[str, np.ndarray], percentiles=DEFAULT_PERCENTILES) -> dict[str, list[float]]:
@@ -176,6 +165,3 @@ class BucketByPerplexity(Step):
         drop = np.array([b is not None and b not in self.keep_buckets for b in buckets], dtype=bool)
         return Outcome(columns={"bucket": pa.array(buckets, pa.string())}, drop=drop, reason="perplexity")
 
-    def __call__(self, batch):
-        out, stats = super().__call__(batch)
-        return with_columns(out, {"bucket": pa.string()}), stats

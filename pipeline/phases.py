@@ -202,9 +202,11 @@ class StepsPhase(FilePhase):
         sink = self.write.open(file_index, work, self.output)
         collector = self.collect() if self.collect else None
         for batch in batches:
+            measured = None
             for step, stage in zip(steps, stats):
-                batch, s = step(batch)
+                batch, s = step(batch, measured)
                 stage.merge(s)
+                measured = (s.chars_out, s.lines_out)
                 if not batch.num_rows:
                     break  # nothing left for the later steps (an empty batch need not carry their columns)
             if batch.num_rows:

@@ -12,7 +12,6 @@ import dataclasses
 import pyarrow as pa
 
 from classifiers.quality_model import QualityModel
-from pipeline.perplexity import with_columns
 from pipeline.step import Outcome, Step
 
 DEFAULT_THRESHOLD = 0.25
@@ -47,6 +46,3 @@ class ScoreQuality(Step):
             columns={"quality_score": pa.array(scores, pa.float32())}, drop=~(scores >= self.threshold), reason="quality"
         )
 
-    def __call__(self, batch):
-        out, stats = super().__call__(batch)
-        return with_columns(out, {"quality_score": pa.float32()}), stats

@@ -79,9 +79,12 @@ class Step:
             return 0, 0
         return text_totals(batch.column("text"))
 
-    def __call__(self, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, StageStats]:
+    def __call__(self, batch: pa.RecordBatch, measured: tuple[int, int] | None = None) -> tuple[pa.RecordBatch, StageStats]:
+        """`measured`: (characters, lines) of `batch` when the caller knows them already (the step
+        before measured its output), so that a batch is not measured twice."""
         stats = StageStats(self.name, docs_in=batch.num_rows)
-        stats.chars_in, stats.lines_in = self.measure(batch)
+        own = type(self).measure is not Step.measure
+        stats.chars_in, stats.lines_in = measured if measured is not None and not own else self.measure(batch)
         outcome = self.process(batch, stats.notes) if batch.num_rows else Outcome()
         out = outcome.batch if outcome.batch is not None else batch
         for name, values in outcome.columns.items():

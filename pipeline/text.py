@@ -10,6 +10,7 @@ Two normalisations:
 """
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -42,11 +43,21 @@ _NON_PRINTING_RE = re.compile(f"[{re.escape(_NON_PRINTING)}]")
 _DIGIT_RE = re.compile(r"\d")
 
 
+@functools.cache
+def _is_nonspacing_mark(c: str) -> bool:
+    return unicodedata.category(c) == "Mn"
+
+
 def _strip_accents(line: str) -> str:
+    """cc_net's strip_accents (NFD, then every character of category Mn removed). A whole document is
+    normalised at once, so instead of a Python loop over its characters, the distinct characters are
+    classified (cached) and each mark present is removed by one C-level replace."""
     if line.isascii():
         return line
     nfd = unicodedata.normalize("NFD", line)
-    return "".join(c for c in nfd if unicodedata.category(c) != "Mn")
+    for mark in [c for c in set(nfd) if c > "\x7f" and _is_nonspacing_mark(c)]:
+        nfd = nfd.replace(mark, "")
+    return nfd
 
 
 def normalize_for_lm(line: str) -> str:

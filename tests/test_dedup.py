@@ -142,3 +142,22 @@ def test_line_hashes_offsets():
     offsets, hashes = line_hashes(pa.array(["a\nb", "c", "A\n0"]))
     assert list(offsets) == [0, 2, 3, 5]
     assert hashes[0] == hashes[3]  # "a" == "A" after normalisation
+
+
+def test_strip_accents_is_cc_nets_per_character_rule():
+    """The one-call translate equals cc_net's rule (NFD, then drop every Mn character) on real text."""
+    import gzip
+    import json
+    import unicodedata
+
+    from pipeline.text import _strip_accents
+    from tests.conftest import WIKI
+
+    def cc_net_rule(text):
+        return "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+
+    with gzip.open(WIKI, "rt") as f:
+        texts = [json.loads(line)["text"] for line, _ in zip(f, range(3000))]
+    accented = [t for t in texts if not t.isascii()]
+    assert len(accented) > 100
+    assert all(_strip_accents(t) == cc_net_rule(t) for t in accented)

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.accounting import StageStats
 from pipeline.runs import InputError, open_input
 from pipeline.schema import ORD_FILE_SHIFT, WORK_FIELDS, document_id
 from pipeline.step import Outcome, Step

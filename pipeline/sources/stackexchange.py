@@ -31,7 +31,7 @@ from typing import Iterator
 import pyarrow as pa
 
 from pipeline.accounting import StageStats
-from pipeline.runs import InputError, expand_inputs
+from pipeline.runs import expand_inputs
 from pipeline.sources.common import BatchBuilder, DropEmpty, open_maybe_compressed, xml_records
 from pipeline.step import Outcome, Step, text_totals
 

@@ -38,7 +38,6 @@ from typing import Iterator
 import pyarrow as pa
 
 from pipeline.accounting import StageStats
-from pipeline.runs import InputError
 from pipeline.sources.common import BatchBuilder, DropEmpty, local_name, open_maybe_compressed, xml_records
 from pipeline.step import Outcome, Step, TextStep
 
