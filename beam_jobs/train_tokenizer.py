@@ -32,7 +32,8 @@ import sentencepiece as spm
 
 from beam_jobs.common import pipeline_options
 from pipeline.accounting import JobStats, StageStats, merge_stage_stats
-from pipeline.runs import atomic_output, atomic_write_bytes, finalize, input_fingerprint, is_complete, load_stats
+from pipeline.job import run_job
+from pipeline.runs import atomic_output, atomic_write_bytes
 from pipeline.schema import SOURCES
 from tokenizer import spm as spm_lib
 from tokenizer.inputs import parse_shares, resolve_inputs, target_shares
@@ -156,8 +157,9 @@ def build(p, inputs: dict[str, list[str]], output: str, budgets: dict[str, int],
     )
 
 
-def train(output: str, report: dict, vocab_size: int, threads: int, seed: int, extra: dict) -> dict:
-    """Trains on the sample files the pipeline wrote, in this process; writes the model, card, stats.json."""
+def train(output: str, report: dict, vocab_size: int, threads: int, seed: int, extra: dict):
+    """Trains on the sample files the pipeline wrote, in this process; writes the model and its card;
+    returns (stats, files, dead letters) for the job convention (`pipeline.job.run_job`)."""
     files = [w["file"] for w in report["files"]]
     inputs = [os.path.join(output, f) for f in files if os.path.getsize(os.path.join(output, f))]
     if not inputs:
@@ -200,10 +202,9 @@ def train(output: str, report: dict, vocab_size: int, threads: int, seed: int, e
     }
     atomic_write_bytes(os.path.join(output, "tokenizer.json"), (json.dumps(card, indent=2, ensure_ascii=False) + "\n").encode())
     merged = merge_stage_stats(StageStats.from_dict(w["stats"]) for w in report["files"])
-    job = JobStats.from_merged("train-tokenizer", [STAGE], merged, **{k: v for k, v in extra.items() if k != "sample_seconds"})
+    job = JobStats.from_merged("train-tokenizer", [STAGE], merged)
     job.extra.update(sha256=card["sha256"], sample=sample, sample_seconds=extra.get("sample_seconds"), train_seconds=card["train_seconds"])
-    finalize(output, job, files + [MODEL_NAME + ".model", MODEL_NAME + ".vocab", "tokenizer.json"], [])
-    return card
+    return job, files + [MODEL_NAME + ".model", MODEL_NAME + ".vocab", "tokenizer.json"], []
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -226,29 +227,30 @@ def run(args, beam_args: list[str]) -> int:
     budgets = {s: int(round(share * args.sample_chars)) for s, share in targets.items()}
     max_sentence_bytes = spm_lib.LLAMA_TRAINER_SPEC["max_sentence_length"]
     settings = {"vocab_size": args.vocab_size, "sample_chars": args.sample_chars, "targets": targets, "seed": args.seed}
-    fingerprint = input_fingerprint([p for ps in inputs.values() for p in ps], settings)
-    if not args.force and is_complete(args.output, fingerprint):
-        print(f"{args.output}: up to date (same inputs and config); --force retrains")
-        return 0
-    os.makedirs(os.path.join(args.output, SAMPLE_DIR), exist_ok=True)
-    for name in os.listdir(os.path.join(args.output, SAMPLE_DIR)):  # a sample from other inputs must not be trained on
-        os.remove(os.path.join(args.output, SAMPLE_DIR, name))
     beam_args = list(beam_args)
     paths = [p for ps in inputs.values() for p in ps]
     local = not any("://" in p for p in paths)
     if local and sum(map(os.path.getsize, paths)) < ONE_PROCESS_INPUT_BYTES and not any(a.startswith(("--runner", "--direct_num_workers", "--direct_running_mode")) for a in beam_args):
         beam_args += ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
     started = time.perf_counter()
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-        build(p, inputs, args.output, budgets, args.seed, max_sentence_bytes)
-    with open(os.path.join(args.output, SAMPLE_REPORT)) as f:
-        report = json.load(f)
-    sample_seconds = round(time.perf_counter() - started, 3)
-    train(args.output, report, args.vocab_size, args.threads, args.seed,
-          {"fingerprint": fingerprint, "config": settings, "sample_seconds": sample_seconds})
-    stats = load_stats(args.output)
+
+    def body(work):
+        os.makedirs(os.path.join(args.output, SAMPLE_DIR), exist_ok=True)
+        for name in os.listdir(os.path.join(args.output, SAMPLE_DIR)):  # a sample from other inputs must not be trained on
+            os.remove(os.path.join(args.output, SAMPLE_DIR, name))
+        with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+            build(p, inputs, args.output, budgets, args.seed, max_sentence_bytes)
+        with open(os.path.join(args.output, SAMPLE_REPORT)) as f:
+            report = json.load(f)
+        sample_seconds = round(time.perf_counter() - started, 3)
+        return train(args.output, report, args.vocab_size, args.threads, args.seed, {"sample_seconds": sample_seconds})
+
+    stats = run_job("train-tokenizer", paths, args.output, settings, body, force=args.force)
+    if stats is None:
+        print(f"{args.output}: up to date (same inputs and config); --force retrains")
+        return 0
     print(f"train-tokenizer: vocab {args.vocab_size}, sample of {stats['kept']} documents -> {args.output}/{MODEL_NAME}.model "
-          f"({time.perf_counter() - started:.1f} s: sampling {sample_seconds:.1f} s, training {stats['train_seconds']:.1f} s)")
+          f"({time.perf_counter() - started:.1f} s: sampling {stats['sample_seconds']:.1f} s, training {stats['train_seconds']:.1f} s)")
     for name, s in stats["sample"].items():
         print(f"  {name:<14} {s['documents']:>8} documents {s['chars']:>12} chars ({s['share']:.1%}, epochs {s['epochs']:.2f})")
     return 0
