@@ -54,11 +54,11 @@ def plan(name: str, config, output: str) -> Plan:
     if module.GLOBAL in ("lines", "exact"):
         policy = getattr(config, "dedup_policy", "keep_first") if module.GLOBAL == "lines" else "keep_first"
         barrier, collect = LineCensus(policy, CENSUS_RANGE_BYTES), CollectLineHashes
-        template = config.after()[0]  # the source's dedup step: its stage name and drop reason
-        exact = {"name": template.name, "reason": template.reason} if module.GLOBAL == "exact" else {}
+        template = config.after()[0]  # the source's dedup step names its stage and drop reason
+        named = {"name": template.name, "reason": template.reason}
 
         def drop_step(i, work, census):
-            return ApplyDedup(file_drops(work, i, census["ranges"]), **exact) if work is not None else ApplyDedup(**exact)
+            return ApplyDedup(file_drops(work, i, census["ranges"]), **named) if work is not None else ApplyDedup(**named)
     elif module.GLOBAL == "minhash":
         from pipeline.sources.books import DropNearDuplicates
 

@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.accounting import StageStats
+from pipeline.dedup import ApplyDedup
 from pipeline.langid import IdentifyLanguage
 from pipeline.models import default_lid_path, load_fasttext
 from pipeline.sources.common import BatchBuilder, FileOfOtherFormat, lines_until_damage, open_maybe_compressed
@@ -58,7 +59,6 @@ BADWORDS = Path(__file__).resolve().parents[2] / "data" / "badwords" / "ldnoobw-
 class C4Config:
     rules: str = "released"
     dedup_policy: str = "keep_first"  # C4 keeps one copy of a repeated line; `remove_all` is CCNet's rule
-    dedup_range_bits: int = 4
     languages: tuple[str, ...] | None = None  # None keeps every language; raw-pages: ("en",) from the CLI
     lid_threshold: float = 0.5
     lid_model: str = dataclasses.field(default_factory=lambda: os.fspath(default_lid_path()))
@@ -92,7 +92,7 @@ class C4Config:
 
     def after(self) -> list:
         # The executor may put its own line-dedup step first (same rule); the page rule after it is ours.
-        dedup = C4ApplyDedup(self.dedup_policy, enabled=self.raw_pages)
+        dedup = ApplyDedup()  # the executor builds it with this file's drops from the census (pipeline.sources.plan)
         deduped = C4DedupedPage(self.min_sentences) if self.raw_pages else Unchanged("c4_deduped_page")
         threshold = self.lid_threshold if self.languages is not None else 0.0  # no filter: label only
         return [dedup, deduped, IdentifyLanguage(self.lid_model, self.languages, threshold)]
@@ -252,38 +252,6 @@ class C4HashLines(Step):
         else:
             hashes = [[] for _ in texts]
         return Outcome(text=texts, columns={"_line_hashes": pa.array(hashes, pa.list_(pa.uint64()))})
-
-
-@dataclasses.dataclass
-class C4ApplyDedup(Step):
-    """Drops the lines another page holds first (keep_first) or that two pages share (remove_all); a
-    page left with no line goes as `all_lines_duplicate` (TFDS's _remove_lines_from_text). Needs
-    `table` set. Disabled (released C4): only removes the (empty) hash column."""
-
-    policy: str = "keep_first"
-    enabled: bool = True
-    table: object = None  # pipeline.dedup.DuplicateTable, set by the executor
-    name: str = "dedup"
-
-    def process(self, batch, notes):
-        if not self.enabled:
-            return Outcome(remove=("_line_hashes",))
-        assert self.table is not None, "C4ApplyDedup.table must be set"
-        lists = batch.column("_line_hashes")
-        hashes = lists.flatten().to_numpy(zero_copy_only=False).astype(np.uint64)
-        lengths = np.diff(lists.offsets.to_numpy(zero_copy_only=False))
-        orders = np.repeat(batch.column("_ord").to_numpy(zero_copy_only=False).astype(np.uint64), lengths)
-        dup, first = self.table.lookup(hashes)
-        drop = dup if self.policy == "remove_all" else dup & (first != orders)
-        bounds = np.r_[0, np.cumsum(lengths)]
-        texts, reasons = batch.column("text").to_pylist(), [None] * batch.num_rows
-        for i in range(batch.num_rows):
-            gone = drop[bounds[i] : bounds[i + 1]]
-            if gone.all() and len(gone):
-                reasons[i] = "all_lines_duplicate"
-            elif gone.any():
-                texts[i] = "\n".join(line for line, g in zip(texts[i].split("\n"), gone) if not g)
-        return Outcome(drop=reasons, text=texts, remove=("_line_hashes",))
 
 
 @dataclasses.dataclass

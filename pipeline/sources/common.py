@@ -409,18 +409,3 @@ class HashContent(Step):
         )
         offsets = pa.array(np.arange(batch.num_rows + 1, dtype=np.int32))
         return Outcome(columns={"_line_hashes": pa.ListArray.from_arrays(offsets, pa.array(hashes, pa.uint64()))})
-
-
-@dataclasses.dataclass
-class ApplyExactDedup(Step):
-    """Drops a document whose content hash the census saw in an earlier document (smaller `_ord`)."""
-
-    table: object = None  # pipeline.dedup.DuplicateTable
-    reason: str = "duplicate"
-    name: str = "exact_dedup"
-
-    def process(self, batch, notes):
-        hashes = batch.column("_line_hashes").flatten().to_numpy(zero_copy_only=False).astype(np.uint64)
-        orders = batch.column("_ord").to_numpy(zero_copy_only=False).astype(np.uint64)
-        dup, first = self.table.lookup(hashes)
-        return Outcome(drop=dup & (first != orders), reason=self.reason, remove=("_line_hashes",))

@@ -43,7 +43,8 @@ import pyarrow as pa
 
 from pipeline.accounting import StageStats
 from pipeline.runs import InputError, read_bytes
-from pipeline.sources.common import ApplyExactDedup, BatchBuilder, FileOfOtherFormat, HashContent, lines_until_damage, open_maybe_compressed
+from pipeline.dedup import ApplyDedup
+from pipeline.sources.common import BatchBuilder, FileOfOtherFormat, HashContent, lines_until_damage, open_maybe_compressed
 from pipeline.step import Outcome, Step, TextStep
 
 SOURCE = "github"
@@ -69,7 +70,6 @@ class GitHubConfig:
     min_alpha_per_token: float = 1.5
     tokenizer_model: str | None = None  # a SentencePiece model; None: the alpha-per-token rule is off
     max_file_bytes: int = 1 << 20  # a file bigger than 1 MiB is data or generated, not code
-    dedup_range_bits: int = 4
     batch_records: int = 256
 
     def check_models(self) -> None:
@@ -80,7 +80,7 @@ class GitHubConfig:
 
     def after(self) -> list:
         return [
-            ApplyExactDedup(reason="duplicate_file"),
+            ApplyDedup(name="exact_dedup", reason="duplicate_file"),  # built with the census's drops by the executor
             StripBoilerplate(),
             CodeQuality(self.max_line_length, self.max_mean_line_length, self.min_alnum_fraction,
                         self.min_alpha_per_token, self.tokenizer_model),
