@@ -65,8 +65,6 @@ class MixPhase(FilePhase):
         self.output, self.prefixes, self.shards, self.stage = output, prefixes, shards, stage
         self._by_source = None
 
-    def __getstate__(self):
-        return {**self.__dict__, "_by_source": None}  # the memory-mapped inputs open once per worker
 
     def stages(self):
         return [STAGE]

@@ -46,8 +46,6 @@ class TokenizePhase(FilePhase):
         self.elements, self.model_path, self.output, self.config, self.batch_docs = elements, model_path, output, config, batch_docs
         self._sp = None
 
-    def __getstate__(self):
-        return {**self.__dict__, "_sp": None}  # the model loads once per worker, not pickled
 
     def stages(self):
         return [STAGE]

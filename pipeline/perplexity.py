@@ -69,10 +69,6 @@ class ScorePerplexity(Step):
     def __post_init__(self):
         self._models: dict | None = None
 
-    def __getstate__(self):  # Beam pickles steps to its workers: they load the models themselves
-        state = self.__dict__.copy()
-        state["_models"] = None
-        return state
 
     def check(self) -> None:
         missing = [lang for lang in self.languages if lang not in available_languages(self.lm_dir)]

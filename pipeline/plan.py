@@ -80,6 +80,10 @@ class FilePhase:
 
     name: str = "phase"
 
+    def __getstate__(self):
+        # As a Step's: what a phase loads or opens (attributes starting with "_") stays on each worker.
+        return {k: (None if k.startswith("_") else v) for k, v in self.__dict__.items()}
+
     def stages(self) -> list[str]:
         raise NotImplementedError
 

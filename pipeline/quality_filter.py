@@ -26,10 +26,6 @@ class ScoreQuality(Step):
     def __post_init__(self):
         self._model: QualityModel | None = None
 
-    def __getstate__(self):  # Beam pickles steps to its workers: they load the model themselves
-        state = self.__dict__.copy()
-        state["_model"] = None
-        return state
 
     def load(self) -> QualityModel:
         """The classifier, loaded once per step instance (so once per worker)."""

@@ -70,6 +70,11 @@ class Step:
 
     name: str = "step"
 
+    def __getstate__(self):
+        # Beam pickles steps to its workers. What a step loads (a model, an open file) lives in an
+        # attribute starting with "_" and is not shipped: each worker loads its own, once.
+        return {k: (None if k.startswith("_") else v) for k, v in self.__dict__.items()}
+
     def process(self, batch: pa.RecordBatch, notes: Counter) -> Outcome:
         raise NotImplementedError
 
