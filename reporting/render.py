@@ -63,7 +63,9 @@ def funnel_rows(folder: dict) -> tuple[list[str], list[list[str]]] | None:
     return ["stage", "docs in", "chars in", "kept", "chars out", "dropped", "dropped by reason"], rows
 
 
-def source_rows(folder: dict) -> tuple[list[str], list[list[str]]]:
+def source_rows(folder: dict) -> tuple[list[str], list[list[str]]] | None:
+    if not folder["shards"]:
+        return None  # a job that writes models, not shards (train-lm, train-quality): only its funnel
     unit = folder["length_unit"]
     rows = []
     for name, s in list(folder["sources"].items()) + [("total", folder["total"])]:
@@ -71,7 +73,9 @@ def source_rows(folder: dict) -> tuple[list[str], list[list[str]]]:
     return ["source", "docs", "bytes", "chars", "tokens", f"mean length ({unit})", f"median length ({unit}, ≈)"], rows
 
 
-def shard_rows(folder: dict) -> tuple[list[str], list[list[str]]]:
+def shard_rows(folder: dict) -> tuple[list[str], list[list[str]]] | None:
+    if not folder["shards"]:
+        return None
     unit = folder["length_unit"]
     rows = []
     shards = folder["shards"]
