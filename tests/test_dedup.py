@@ -1,5 +1,4 @@
 """Line normalisation and the global line dedup census."""
-import random
 
 import numpy as np
 import pyarrow as pa

@@ -11,15 +11,12 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from model import checkpoint
 from model.data import PackedWindows, open_shards, write_shards

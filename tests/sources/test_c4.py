@@ -4,7 +4,6 @@ from collections import Counter
 
 import pytest
 
-from pipeline import sources
 from pipeline.sources import c4
 from tests.sources.conftest import SAMPLE, read_all, run_source
 

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.sources import github
-from tests.sources.conftest import DATA, SAMPLE, apply, read_all, run_source
+from tests.sources.conftest import DATA, SAMPLE, read_all, run_source
 
 
 @pytest.mark.parametrize(
