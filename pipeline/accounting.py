@@ -74,14 +74,6 @@ class StageStats:
         )
 
 
-def apply_steps(steps, batch, collected: list[StageStats]):
-    """Run steps in order over one batch, in this process, appending each step's StageStats."""
-    for step in steps:
-        batch, stats = step(batch)
-        collected.append(stats)
-    return batch
-
-
 def merge_stage_stats(items: Iterable[StageStats]) -> dict[str, StageStats]:
     merged: dict[str, StageStats] = {}
     for item in items:

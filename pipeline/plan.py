@@ -23,7 +23,7 @@ import json
 import posixpath
 from typing import Any, Iterable, Sequence
 
-from pipeline.accounting import JobStats, StageStats
+from pipeline.accounting import JobStats, StageStats, merge_stage_stats
 from pipeline.models import ModelError
 from pipeline.runs import InputError, _fs, atomic_write_bytes, read_bytes
 
@@ -226,15 +226,9 @@ def run_local(plan: Plan, paths: Sequence[str], work: Work) -> None:
 def job_stats(plan: Plan, results: Iterable[FileResult], **extra) -> tuple[JobStats, list[dict], list[str]]:
     """Merge file results into the job's stats (every stage of the plan must be there), dead letters and
     the output files (the last phase's `summary["files"]`)."""
-    merged: dict[str, StageStats] = {}
-    dead: list[dict] = []
-    files: list[str] = []
+    results = list(results)
     last = plan.file_phases[-1].name
-    for r in results:
-        for s in r.stats:
-            stage = StageStats.from_dict(s)
-            merged.setdefault(stage.name, StageStats(stage.name)).merge(stage)
-        dead += r.dead
-        if r.phase == last:
-            files += r.summary.get("files", [])
+    merged = merge_stage_stats(StageStats.from_dict(s) for r in results for s in r.stats)
+    dead = [d for r in results for d in r.dead]
+    files = [f for r in results if r.phase == last for f in r.summary.get("files", [])]
     return JobStats.from_merged(plan.job, plan.stages(), merged, **extra), dead, sorted(files)

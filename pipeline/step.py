@@ -147,7 +147,3 @@ def _value_counts(reasons: pa.Array) -> tuple[list[str], list[int]]:
     counts = pc.value_counts(reasons.drop_null())
     pairs = sorted(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
     return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
-def stage_names(steps: Sequence[Step]) -> list[str]:
-    return [s.name for s in steps]
