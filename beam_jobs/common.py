@@ -42,6 +42,10 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
         # start that it has no staging folder; the options warning is the one above (the driver,
         # which parses the same options, still reports anything else).
         args.append('--sdk_harness_log_level_overrides={"__main__": "ERROR", "apache_beam.options.pipeline_options": "ERROR"}')
+    if "--no_pipeline_type_check" not in given and "--pipeline_type_check" not in given:
+        # Type hints are checked while the graph is built (about 0.5 s of signature inspection per run);
+        # nothing in the graph is typed beyond file indexes, so the check finds nothing to check.
+        args.append("--no_pipeline_type_check")
     if "--runner" not in given:
         args.append("--runner=DirectRunner")
         if "--direct_num_workers" not in given:
@@ -81,36 +85,58 @@ def _done(pcoll, label: str):
 def build_plan(p, plan: Plan, paths: list[str], work: Work):
     """The plan as a Beam graph. Only file indexes travel through Beam: documents, hashes, summaries and
     barrier results stay in the work folder (`pipeline/plan.py`), so what the runner does with elements
-    (fusion, retries, duplicates) cannot change the output. Side inputs order the steps."""
+    (fusion, retries, duplicates) cannot change the output. A phase waits for the barrier before it
+    through a side input; a barrier's steps are chained on the one element that says the step
+    before it is complete, so a plan is a few fused stages (each stage costs every worker a round trip)."""
     files = p | "Files" >> beam.Create(list(enumerate(paths))) | "SpreadFiles" >> beam.Reshuffle()
-    after = []  # side inputs the next step waits for
+    after = []  # the side input the next phase waits for
+    ready = None  # one element once the step before is complete
     previous = None
     for step in plan.steps:
         if isinstance(step, FilePhase):
             done = files | f"Phase_{step.name}" >> beam.ParDo(RunFilePhase(plan, step, work.root), *after)
-            after, previous = [beam.pvalue.AsList(_done(done, step.name))], step
+            ready, previous = _done(done, step.name), step
+            after = [beam.pvalue.AsList(ready)]
             continue
         name = step.name
         items = (
-            p
-            | f"Start_{name}" >> beam.Create([None])
-            | f"Items_{name}" >> beam.FlatMap(lambda _, *a, b=step, ph=previous: start_barrier(b, ph, len(paths), Work(work.root)), *after)
+            ready
+            | f"Items_{name}" >> beam.FlatMap(lambda _, b=step, ph=previous: start_barrier(b, ph, len(paths), Work(work.root)))
             | f"SpreadItems_{name}" >> beam.Reshuffle()
             | f"Run_{name}" >> beam.Map(lambda it, b=step: run_barrier_item(b, it[0], it[1], Work(work.root)))
         )
-        finished = (
-            p
-            | f"Close_{name}" >> beam.Create([None])
-            | f"Finish_{name}" >> beam.Map(lambda _, *a, b=step: finish_barrier(b, Work(work.root)), beam.pvalue.AsList(_done(items, name)))
-        )
-        after = [beam.pvalue.AsList(finished)]
+        # `ready` joins the items so that a barrier without items is finished too.
+        joined = (ready, items) | f"Join_{name}" >> beam.Flatten()
+        ready = _done(joined, name) | f"Finish_{name}" >> beam.Map(lambda _, b=step: finish_barrier(b, Work(work.root)))
+        after = [beam.pvalue.AsList(ready)]
+
+
+def local_runner(options: PipelineOptions):
+    """The runner of a run that names none: Beam's FnApiRunner, which Beam 2.77's DirectRunner would
+    pick for a batch pipeline like ours after first trying its PrismRunner (a Go binary it downloads
+    from GitHub and starts as a job service: seconds on every run where it is reachable, a failed
+    download where it is not). `--runner DirectRunner` still gets Beam's own choice."""
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
+def beam_pipeline(beam_args: list[str]) -> beam.Pipeline:
+    """The Beam pipeline of every job: on the runner the options name, else on `local_runner`."""
+    options = pipeline_options(beam_args)
+    runner = None if "--runner" in " ".join(beam_args) else local_runner(options)
+    return beam.Pipeline(runner=runner, options=options)
 
 
 def beam_executor(beam_args: list[str]):
     """An executor for `pipeline.job.run_plan`: the plan on the Beam runner the options name."""
 
     def execute(plan: Plan, paths: list[str], work: Work) -> None:
-        with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+        with beam_pipeline(beam_args) as p:
             build_plan(p, plan, paths, work)
 
     return execute

@@ -62,7 +62,7 @@ def _merge_combine_fn():
 def summarise_with_beam(targets: list[Target], tokenizer: str | None, beam_args: list[str]) -> list[FolderAccumulator]:
     import apache_beam as beam
 
-    from beam_jobs.common import pipeline_options
+    from beam_jobs.common import beam_pipeline
     from pipeline.runs import atomic_write_bytes, read_bytes
 
     work_dir = temp_location(beam_args) or tempfile.gettempdir()
@@ -72,7 +72,7 @@ def summarise_with_beam(targets: list[Target], tokenizer: str | None, beam_args:
     def write_result(state):
         atomic_write_bytes(result_path, json.dumps(state, sort_keys=True).encode())
 
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+    with beam_pipeline(beam_args) as p:
         (
             p
             | "Shards" >> beam.Create(elements)

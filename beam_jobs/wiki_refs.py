@@ -12,7 +12,7 @@ import json
 
 import apache_beam as beam
 
-from beam_jobs.common import pipeline_options
+from beam_jobs.common import beam_pipeline
 from pipeline.runs import atomic_write_bytes, expand_inputs
 from pipeline.wiki_refs import cited_urls
 
@@ -51,7 +51,7 @@ def run(args, beam_args: list[str]) -> int:
                 out[k] = out.get(k, 0) + v
         return out
 
-    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+    with beam_pipeline(beam_args) as p:
         read = (p | "Dumps" >> beam.Create(paths) | "Spread" >> beam.Reshuffle()
                 | "Read" >> beam.ParDo(ReadCitedUrls(args.template_urls)).with_outputs("counts", main="urls"))
         distinct = read.urls | "Distinct" >> beam.Distinct() | "All" >> beam.combiners.ToList() | "Write" >> beam.Map(write)

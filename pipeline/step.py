@@ -82,6 +82,11 @@ class Step:
         """(characters, lines) a batch holds; raw-record steps measure their payload instead."""
         if "text" not in batch.schema.names:
             return 0, 0
+        if "nlines" in batch.schema.names and batch.num_rows:
+            # A document batch carries its line counts (`nlines`, made by `line_counts`'s rule and kept
+            # up to date below when a step changes text): summing them spares a scan of every text.
+            chars = int(pc.sum(pc.utf8_length(batch.column("text"))).as_py() or 0)
+            return chars, int(pc.sum(batch.column("nlines")).as_py() or 0)
         return text_totals(batch.column("text"))
 
     def __call__(self, batch: pa.RecordBatch, measured: tuple[int, int] | None = None) -> tuple[pa.RecordBatch, StageStats]:
