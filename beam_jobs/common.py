@@ -74,12 +74,7 @@ class RunFilePhase(beam.DoFn):
 def _done(pcoll, label: str):
     """One element once every element of `pcoll` is there: a dependency for a side input. A keyed
     combine, not CombineGlobally, whose result Beam's DaskRunner (2.77) delivers once per partition."""
-    return (
-        pcoll
-        | f"Key_{label}" >> beam.Map(lambda _: (0, 1))
-        | f"Count_{label}" >> beam.CombinePerKey(sum)
-        | f"Done_{label}" >> beam.Values()
-    )
+    return pcoll | f"Key_{label}" >> beam.Map(lambda _: (0, 1)) | f"Count_{label}" >> beam.CombinePerKey(sum)
 
 
 def build_plan(p, plan: Plan, paths: list[str], work: Work):
@@ -88,7 +83,8 @@ def build_plan(p, plan: Plan, paths: list[str], work: Work):
     (fusion, retries, duplicates) cannot change the output. A phase waits for the barrier before it
     through a side input; a barrier's steps are chained on the one element that says the step
     before it is complete, so a plan is a few fused stages (each stage costs every worker a round trip)."""
-    files = p | "Files" >> beam.Create(list(enumerate(paths))) | "SpreadFiles" >> beam.Reshuffle()
+    files = p | "Files" >> beam.Create(list(enumerate(paths)), reshuffle=False) | "SpreadFiles" >> beam.Reshuffle()
+    n_files = len(paths)
     after = []  # the side input the next phase waits for
     ready = None  # one element once the step before is complete
     previous = None
@@ -101,7 +97,7 @@ def build_plan(p, plan: Plan, paths: list[str], work: Work):
         name = step.name
         items = (
             ready
-            | f"Items_{name}" >> beam.FlatMap(lambda _, b=step, ph=previous: start_barrier(b, ph, len(paths), Work(work.root)))
+            | f"Items_{name}" >> beam.FlatMap(lambda _, b=step, ph=previous: start_barrier(b, ph, n_files, Work(work.root)))
             | f"SpreadItems_{name}" >> beam.Reshuffle()
             | f"Run_{name}" >> beam.Map(lambda it, b=step: run_barrier_item(b, it[0], it[1], Work(work.root)))
         )
