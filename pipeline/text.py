@@ -78,12 +78,9 @@ def normalize_for_lm(line: str) -> str:
 def clean_lines(text: str) -> list[str]:
     """Extracted text -> its non-empty lines, each stripped, NUL and other C0 controls but tab removed."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    out = []
-    for line in text.split("\n"):
-        line = _CONTROL_RE.sub("", line).strip()
-        if line:
-            out.append(line)
-    return out
+    # The control characters never include "\n": one pass over the whole text, then the split.
+    stripped = (line.strip() for line in _CONTROL_RE.sub("", text).split("\n"))
+    return [line for line in stripped if line]
 
 
 _CONTROL_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
