@@ -290,6 +290,15 @@ def test_damaged_token_shard_is_refused_naming_it_by_mix_and_train(tmp_path):
     assert outcomes[".bin"]["IndexedDataset: refused naming the shard"] == sum(k in ("truncate", "hole") for k, _ in CASES)
 
 
+def test_a_cut_manifest_is_refused_naming_it_by_train(tmp_path):
+    from model.data import open_shards, write_shards
+
+    manifest = write_shards(tmp_path, [[1, 5, 6, 2], [1, 7, 2]], vocab_size=16, bos_id=1, eos_id=2)
+    manifest.write_bytes(manifest.read_bytes()[:40])
+    with pytest.raises(ValueError, match=f"{manifest}: not a token-shard manifest"):
+        open_shards(manifest)
+
+
 if __name__ == "__main__":
     import tempfile
 
