@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import typing
 
 import apache_beam as beam
@@ -31,7 +32,8 @@ from classifiers.quality_model import MIN_POSITIVE_CHARS, QualityHyperParameters
 from pipeline.quality_filter import DEFAULT_THRESHOLD
 from pipeline.accounting import JobStats, StageStats
 from pipeline.job import run_job
-from pipeline.runs import InputError, atomic_write_bytes, expand_inputs
+from pipeline.plan import Work
+from pipeline.runs import TMP_PREFIX, InputError, atomic_output, atomic_write_bytes, expand_inputs
 from pipeline.textio import iter_documents
 from pipeline.wiki_refs import domain_key, load_cited, url_key
 
@@ -55,16 +57,20 @@ def iter_pages(path: str) -> typing.Iterator[dict]:
 
 @beam.typehints.with_output_types(typing.Tuple[typing.Tuple[str, str], str])
 class ReadExamples(beam.DoFn):
-    """(role, path) -> ((label, sha1 of the prepared text), prepared text), and the reasons pages are
-    left out, counted under the "skipped" output.
+    """(index, role, path) -> ((label, sha1 of the prepared text), prepared text), and the reasons pages
+    are left out, counted under the "skipped" output as (reason, count).
 
     role "pages": a ccnet shard; a page is a positive when the cited list (`cited_path`, read once per
     worker: a real dump cites tens of millions of URLs) holds its key, else a negative; role
     "wikipedia": Wikipedia text, all positives.
+
+    Each input file's examples go first to the work folder (`examples/NNNNNN.jsonl`, then its completion
+    marker `done/examples/NNNNNN.json` with the skip counts): a rerun after a kill reads a finished
+    file's examples back instead of reading and preparing its pages again.
     """
 
-    def __init__(self, language: str | None, cited_path: str | None = None, match: str = "url"):
-        self.language, self.cited_path, self.match = language, cited_path, match
+    def __init__(self, work: Work, language: str | None, cited_path: str | None = None, match: str = "url"):
+        self.work, self.language, self.cited_path, self.match = work, language, cited_path, match
         self.cited: set[str] | None = None
 
     def setup(self):
@@ -72,32 +78,62 @@ class ReadExamples(beam.DoFn):
             self.cited = load_cited(self.cited_path, self.match)
 
     def process(self, element):
-        role, path = element
+        index, role, path = element
+        name = f"{index:06d}"
+        scratch = self.work.path(EXAMPLES_MARKER, name + ".jsonl")
+        done = self.work.load(EXAMPLES_MARKER, name)
+        if done is None or not os.path.isfile(scratch):
+            skipped: dict[str, int] = {}
+            with atomic_output(scratch) as out:
+                for example in self.examples(role, path, skipped):
+                    out.write((json.dumps(example, ensure_ascii=False) + "\n").encode())
+            done = {"skipped": skipped}
+            self.work.save(EXAMPLES_MARKER, name, done)
+        for reason, n in sorted(done["skipped"].items()):
+            yield beam.pvalue.TaggedOutput("skipped", (reason, n))
+        with open(scratch, encoding="utf-8") as f:
+            for line in f:
+                label, digest, prepared = json.loads(line)
+                yield (label, digest), prepared
+
+    def examples(self, role: str, path: str, skipped: dict) -> typing.Iterator[list]:
         docs = iter_pages(path) if role == "pages" else iter_documents(path)
         key = {"url": url_key, "domain": domain_key}[self.match]
+
+        def skip(reason):
+            skipped[reason] = skipped.get(reason, 0) + 1
+
         for doc in docs:
             text = doc.get("text") or ""
             if self.language and doc.get("language") and doc["language"] != self.language:
-                yield beam.pvalue.TaggedOutput("skipped", f"{role}_other_language")
+                skip(f"{role}_other_language")
                 continue
             if role == "pages" and doc.get("bucket") is not None and doc["bucket"] not in KEPT_BUCKETS:
-                yield beam.pvalue.TaggedOutput("skipped", "pages_tail_bucket")
+                skip("pages_tail_bucket")
                 continue
             if role == "wikipedia":
                 label = "positives"
             else:
                 label = "positives" if self.cited is not None and key(doc.get("url") or "") in self.cited else "negatives"
             if label == "positives" and len(text) < MIN_POSITIVE_CHARS:
-                yield beam.pvalue.TaggedOutput("skipped", f"positives_under_{MIN_POSITIVE_CHARS}_chars")
+                skip(f"positives_under_{MIN_POSITIVE_CHARS}_chars")
                 continue
             prepared = prepare(text)
             if prepared:
-                yield (label, hashlib.sha1(prepared.encode()).hexdigest()), prepared
+                yield [label, hashlib.sha1(prepared.encode()).hexdigest(), prepared]
+
+
+EXAMPLES_MARKER = "examples"  # per input file; and READ_MARKER once the examples are written
+READ_MARKER = ("read", "examples")
 
 
 def read_examples(items: list[tuple[str, str]], language: str | None, cited_path: str | None, match: str,
-                  workdir: str, beam_args: list[str]) -> dict:
-    """Writes `<workdir>/positives.txt` and `negatives.txt` (distinct prepared texts, sorted by hash)."""
+                  workdir: str, beam_args: list[str], work: Work) -> dict:
+    """Writes `<workdir>/positives.txt` and `negatives.txt` (distinct prepared texts, sorted by hash);
+    returns the counts. Once done (its marker in the run's work folder), a rerun returns them at once."""
+    done = work.load(*READ_MARKER)
+    if done is not None:
+        return done
     os.makedirs(workdir, exist_ok=True)
     counts_path = os.path.join(workdir, "read_counts.json")
     for label in ("positives", "negatives"):  # a class nothing reaches has an empty file, not last run's
@@ -111,8 +147,8 @@ def read_examples(items: list[tuple[str, str]], language: str | None, cited_path
 
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         read = (
-            p | "Files" >> beam.Create(items) | "Spread" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(ReadExamples(language, cited_path, match)).with_outputs("skipped", main="examples")
+            p | "Files" >> beam.Create([(i, role, path) for i, (role, path) in enumerate(items)]) | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.ParDo(ReadExamples(work, language, cited_path, match)).with_outputs("skipped", main="examples")
         )
         distinct = read.examples | "Dedup" >> beam.CombinePerKey(lambda texts: min(texts))
         written = (
@@ -121,14 +157,29 @@ def read_examples(items: list[tuple[str, str]], language: str | None, cited_path
             | "Group" >> beam.GroupByKey()
             | "Write" >> beam.Map(write)
         )
-        skipped = read.skipped | "CountSkipped" >> beam.combiners.Count.PerElement()
+        skipped = read.skipped | "CountSkipped" >> beam.CombinePerKey(sum)
         (
             (written, skipped | "Tag" >> beam.Map(lambda kv: (f"skipped_{kv[0]}", kv[1])))
             | beam.Flatten()
             | beam.combiners.ToDict()
             | beam.Map(lambda d: atomic_write_bytes(counts_path, json.dumps(d, sort_keys=True).encode()))
         )
-    return json.load(open(counts_path))
+    with open(counts_path) as f:
+        counts = json.load(f)
+    work.save(*READ_MARKER, counts)
+    return counts
+
+
+def remove_scratch(output: str, workdir: str) -> None:
+    """What a killed run left half-written: temporary files in the examples folder, and the trainer's
+    temporary folders (`.tmp-quality-*`, classifiers/quality_model.py) in OUTPUT."""
+    for folder in (output, workdir):
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if name.startswith(TMP_PREFIX):
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 
 
 def _lines(path: str) -> list[str]:
@@ -178,7 +229,8 @@ def run_train(args, beam_args: list[str]) -> int:
 
     def body(work):
         workdir = os.path.join(args.output, "examples")
-        counts = read_examples(items, args.language or None, args.cited_urls, args.match, workdir, beam_args)
+        remove_scratch(args.output, workdir)
+        counts = read_examples(items, args.language or None, args.cited_urls, args.match, workdir, beam_args, work)
         training = build_training_set(
             _lines(os.path.join(workdir, "positives.txt")), _lines(os.path.join(workdir, "negatives.txt")),
             seed=args.seed, heldout_fraction=args.heldout, max_per_class=args.max_per_class,

@@ -1,8 +1,10 @@
 """`corpusmill tokenize`: each source's document shards -> token shards (Megatron indexed dataset).
 
-A plan of one file phase (`pipeline/plan.py`): per (source, input file), read row groups, encode in
-big batches (SentencePiece threads), stream tokens into OUTPUT/<source>-NNNNN.bin, then .idx and
-.src; then manifest.json (docs/token-shards.md) and stats.json (empty / whitespace-only counted).
+A plan of one file phase (`pipeline/plan.py`): per (source, input file), read it row group by row
+group, encode in big batches (SentencePiece threads), stream tokens into OUTPUT/<source>-NNNNN.bin,
+then .idx and .src; then manifest.json (docs/token-shards.md) and stats.json (empty / whitespace-only
+counted). A damaged row group is a dead letter and its documents a counted drop; a file whose footer
+cannot be read is one dead letter and an empty token shard (`read_row_groups`).
 
 One token shard per input file, named by the source and the file's place in that source's sorted
 file list, so the output does not depend on the number of workers.
@@ -56,21 +58,60 @@ class TokenizePhase(FilePhase):
         source, index, _ = self.elements[file_index]
         prefix = shard_prefix(source, index)
         stats = StageStats(STAGE)
-        reader = pq.ParquetFile(path)
-        record = 0
+        dead: list[dict] = []
         with ShardWriter(os.path.join(self.output, prefix), write_sources=True) as writer:
-            for batch in reader.iter_batches(batch_size=self.batch_docs, columns=["source", "text"]):
-                if pc.any(pc.not_equal(batch.column("source"), source)).as_py():
-                    wrong = np.flatnonzero(np.asarray(batch.column("source").to_pylist(), dtype=object) != source)
-                    raise InputError(f"{path}: record {record + int(wrong[0])} has source {batch.column('source')[int(wrong[0])]}, expected {source!r}")
-                tokens, lengths, batch_stats = encode_batch(self._sp, batch.column("text"), self.config, STAGE)
-                if len(tokens) and int(tokens.max()) >= self._sp.get_piece_size():
-                    raise ValueError(f"{path}: token id beyond the vocabulary")
-                writer.add(tokens, lengths, SOURCES.index(source))
-                stats.merge(batch_stats)
-                record += batch.num_rows
+            for row_group, record, table in read_row_groups(path, stats, dead):
+                texts, sources = table.column("text").combine_chunks(), table.column("source").combine_chunks()
+                if pc.any(pc.not_equal(sources, source)).as_py():
+                    wrong = int(np.flatnonzero(np.asarray(sources.to_pylist(), dtype=object) != source)[0])
+                    raise InputError(f"{path}: record {record + wrong} has source {sources[wrong]}, expected {source!r}")
+                for start in range(0, len(texts), self.batch_docs):
+                    tokens, lengths, batch_stats = encode_batch(self._sp, texts.slice(start, self.batch_docs), self.config, STAGE)
+                    if len(tokens) and int(tokens.max()) >= self._sp.get_piece_size():
+                        raise ValueError(f"{path}: token id beyond the vocabulary")
+                    writer.add(tokens, lengths, SOURCES.index(source))
+                    stats.merge(batch_stats)
         shard = {"prefix": prefix, "source": source, "input": path, "documents": writer.documents, "tokens": writer.tokens}
-        return FileResult(self.name, file_index, [stats.to_dict()], [], {"shard": shard})
+        return FileResult(self.name, file_index, [stats.to_dict()], dead, {"shard": shard})
+
+
+COLUMNS = ["source", "text"]
+
+
+def read_row_groups(path: str, stats: StageStats, dead: list[dict]):
+    """(row group, index of its first record, table of `source` and `text`) for each row group of a
+    document shard that reads whole (and valid UTF-8); a damaged row group is a dead letter and its
+    documents (the count its footer gives) are counted read and dropped as `unreadable_row_group`. A
+    file whose footer or columns cannot be read is one `unreadable_file` dead letter
+    (docs/reliability.md: the one policy for damaged input); its token shard is empty."""
+    try:
+        reader = pq.ParquetFile(path)
+        missing = [c for c in COLUMNS if c not in reader.schema_arrow.names]
+        if missing:
+            raise ValueError(f"no column {', '.join(map(repr, missing))}: not a document shard")
+        sizes = [reader.metadata.row_group(i).num_rows for i in range(reader.num_row_groups)]
+    except Exception as err:  # noqa: BLE001 - whatever the footer's damage raises, the file is one dead letter
+        stats.docs_in += 1
+        stats.drop("unreadable_file")
+        dead.append({"file": path, "reason": "unreadable_file", "error": _message(err)})
+        return
+    record = 0
+    for row_group, n in enumerate(sizes):
+        try:
+            table = reader.read_row_group(row_group, columns=COLUMNS)
+            table.validate(full=True)  # UTF-8 of every string: damage can decode to bytes that are not text
+        except Exception as err:  # noqa: BLE001 - a damaged page raises OSError, ArrowInvalid, ... from pyarrow
+            stats.docs_in += n
+            stats.drop("unreadable_row_group", n)
+            dead.append({"file": path, "row_group": row_group, "record": record, "documents": n,
+                         "reason": "unreadable_row_group", "error": _message(err)})
+        else:
+            yield row_group, record, table
+        record += n
+
+
+def _message(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".strip().splitlines()[0][:500]
 
 
 def build_manifest(shards: list[dict], tokenizer: dict) -> dict:

@@ -31,7 +31,8 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
     def body(work):
         counts: dict = {}
-        card = train_lm(inputs, args.output, args.language, args.vocab_size, args.order, max_documents=args.max_documents, counts=counts)
+        card = train_lm(inputs, args.output, args.language, args.vocab_size, args.order, max_documents=args.max_documents,
+                        counts=counts, work=work)
         print(f"trained {args.language} LM on {card['documents']} documents, {card['kenlm']['tokens']} pieces -> {args.output}")
         stage = StageStats("normalize", docs_in=counts.get("read", 0), docs_out=card["documents"])
         stage.drop("empty_after_normalization", counts.get("empty_after_normalization", 0))

@@ -5,7 +5,11 @@ Graph:
     (source, file) -> RankFile (seeded hash of each id, character length)
         -> CombinePerKey(source) -> per-source selection (copies + rank threshold), side input
     (source, file) -> WriteSample: the selected documents' training lines, each document as many
-        times as selected -> OUTPUT/sample/<source>-NNNNN.txt -> OUTPUT/.tmp-sample.json (figures, stats)
+        times as selected -> OUTPUT/sample/<source>-NNNNN.txt, and a completion marker per file in the
+        work folder (OUTPUT/.work/<fp>/done/sample/<source>-NNNNN.json: its figures and stats)
+    -> the sample report (done/report/sample.json: every file's figures, the selections)
+A rerun after a kill keeps the work done (`pipeline.job.run_job`'s work folder): a file whose marker
+exists is not sampled again, and once the report exists the pipeline does not run at all.
 Then, in this process once the pipeline is done, SentencePiece trains on the sample files with all
 its threads (not inside a Beam worker, where it would share the cores with idle worker processes):
     -> OUTPUT/tokenizer.model, .vocab, tokenizer.json (sample, trainer_spec, timings), stats.json
@@ -33,7 +37,8 @@ import sentencepiece as spm
 from beam_jobs.common import pipeline_options
 from pipeline.accounting import JobStats, StageStats, merge_stage_stats
 from pipeline.job import run_job
-from pipeline.runs import atomic_output, atomic_write_bytes
+from pipeline.plan import Work
+from pipeline.runs import TMP_PREFIX, atomic_output, atomic_write_bytes
 from pipeline.schema import SOURCES
 from tokenizer import spm as spm_lib
 from tokenizer.inputs import parse_shares, resolve_inputs, target_shares
@@ -42,15 +47,20 @@ from tokenizer.sample import SourceSelection, char_lengths, document_ranks, sele
 STAGE = "sample"
 SAMPLE_DIR = "sample"
 MODEL_NAME = "tokenizer"
-SAMPLE_REPORT = ".tmp-sample.json"  # pipeline -> driver hand-off; `finalize` removes it
+MARKER = "sample"  # per sampled input file: work.load(MARKER, "<source>-NNNNN")
+REPORT = ("report", "sample")  # the pipeline -> driver hand-off, in the work folder
 # Below this much input (Parquet bytes), and unless Beam options say otherwise, sample in one
 # process: on a 2-core machine, 32 MB of Parquet (100 M characters, a 124 MB sample) samples in
 # 0.8 s in one process and 1.6 s with 2 worker processes, which take ~1 s to start.
 ONE_PROCESS_INPUT_BYTES = 256 << 20
 
 
+def sample_key(source: str, index: int) -> str:
+    return f"{source}-{index:05d}"
+
+
 def sample_name(source: str, index: int) -> str:
-    return f"{SAMPLE_DIR}/{source}-{index:05d}.txt"
+    return f"{SAMPLE_DIR}/{sample_key(source, index)}.txt"
 
 
 class RankFile(beam.DoFn):
@@ -98,11 +108,16 @@ def write_blocks(out, blocks: pa.Array, index: np.ndarray, chunk_bytes: int = 64
 class WriteSample(beam.DoFn):
     """One input file's selected documents, in file order, each as many times as selected."""
 
-    def __init__(self, output: str, seed: int, max_sentence_bytes: int):
-        self.output, self.seed, self.max_sentence_bytes = output, seed, max_sentence_bytes
+    def __init__(self, output: str, work: Work, seed: int, max_sentence_bytes: int):
+        self.output, self.work, self.seed, self.max_sentence_bytes = output, work, seed, max_sentence_bytes
 
     def process(self, element, selections):
         source, index, path = element
+        name = sample_name(source, index)
+        done = self.work.load(MARKER, sample_key(source, index))
+        if done is not None and os.path.isfile(os.path.join(self.output, name)):
+            yield done  # sampled before a kill: the selection is a function of the inputs and seed
+            return
         selection: SourceSelection = selections[source]
         table = pq.read_table(path, columns=["id", "text"])
         texts = table.column("text").combine_chunks()
@@ -111,7 +126,6 @@ class WriteSample(beam.DoFn):
         empty = lengths == 0
         chosen = np.flatnonzero((copies > 0) & ~empty)
         blocks, lines, too_long = training_blocks(texts.take(pa.array(chosen, pa.int64())), self.max_sentence_bytes)
-        name = sample_name(source, index)
         with atomic_output(os.path.join(self.output, name)) as out:
             write_blocks(out, blocks, np.repeat(np.arange(len(chosen)), copies[chosen]))
         stats = StageStats(STAGE, docs_in=len(lengths), docs_out=len(chosen), chars_in=int(lengths.sum()),
@@ -120,22 +134,24 @@ class WriteSample(beam.DoFn):
         stats.drop("not_sampled", len(lengths) - int(empty.sum()) - len(chosen))
         if too_long.sum():
             stats.notes["sentences_over_max_length"] = int(too_long.sum())
-        yield {"source": source, "file": name, "stats": stats.to_dict(), "documents": stats.docs_out, "chars": stats.chars_out,
-               "sentences": stats.lines_out}
+        done = {"source": source, "file": name, "stats": stats.to_dict(), "documents": stats.docs_out, "chars": stats.chars_out,
+                "sentences": stats.lines_out}
+        self.work.save(MARKER, sample_key(source, index), done)  # after the sample file is in place
+        yield done
 
 
 class WriteReport(beam.DoFn):
-    def __init__(self, output: str):
-        self.output = output
+    def __init__(self, work: Work):
+        self.work = work
 
     def process(self, _, written, selections):
         report = {"files": sorted(written, key=lambda w: w["file"]),
                   "selections": {s: {"budget": sel.budget, "available_chars": sel.available_chars} for s, sel in selections.items()}}
-        atomic_write_bytes(os.path.join(self.output, SAMPLE_REPORT), json.dumps(report).encode())
+        self.work.save(*REPORT, report)
         yield len(written)
 
 
-def build(p, inputs: dict[str, list[str]], output: str, budgets: dict[str, int], seed: int, max_sentence_bytes: int):
+def build(p, inputs: dict[str, list[str]], output: str, work: Work, budgets: dict[str, int], seed: int, max_sentence_bytes: int):
     elements = [(source, i, path) for source, paths in inputs.items() for i, path in enumerate(paths)]
     files = p | "Files" >> beam.Create(elements)
     selections = (
@@ -148,12 +164,12 @@ def build(p, inputs: dict[str, list[str]], output: str, budgets: dict[str, int],
     written = (
         files
         | "SpreadWrite" >> beam.Reshuffle()
-        | "WriteSample" >> beam.ParDo(WriteSample(output, seed, max_sentence_bytes), beam.pvalue.AsDict(selections))
+        | "WriteSample" >> beam.ParDo(WriteSample(output, work, seed, max_sentence_bytes), beam.pvalue.AsDict(selections))
     )
     return (
         p
         | "Start" >> beam.Create([None])
-        | "WriteReport" >> beam.ParDo(WriteReport(output), beam.pvalue.AsList(written), beam.pvalue.AsDict(selections))
+        | "WriteReport" >> beam.ParDo(WriteReport(work), beam.pvalue.AsList(written), beam.pvalue.AsDict(selections))
     )
 
 
@@ -207,6 +223,16 @@ def train(output: str, report: dict, vocab_size: int, threads: int, seed: int, e
     return job, files + [MODEL_NAME + ".model", MODEL_NAME + ".vocab", "tokenizer.json"], []
 
 
+def remove_stale_sample(output: str, keep: set[str]) -> None:
+    """Sample files this run has no marker for (other inputs' sample, which must not be trained on) and
+    the temporary files of a killed run: the work folder of this run's fingerprint says what is kept."""
+    folder = os.path.join(output, SAMPLE_DIR)
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):
+        if name.startswith(TMP_PREFIX) or not (name.endswith(".txt") and name[: -len(".txt")] in keep):
+            os.remove(os.path.join(folder, name))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", default=None, help="run folder whose sub-folders are finished source jobs (e.g. runs/demo)")
     parser.add_argument("--source", action="append", default=[], metavar="NAME=GLOB", help="a source's document shards (repeatable; overrides --input)")
@@ -235,13 +261,12 @@ def run(args, beam_args: list[str]) -> int:
     started = time.perf_counter()
 
     def body(work):
-        os.makedirs(os.path.join(args.output, SAMPLE_DIR), exist_ok=True)
-        for name in os.listdir(os.path.join(args.output, SAMPLE_DIR)):  # a sample from other inputs must not be trained on
-            os.remove(os.path.join(args.output, SAMPLE_DIR, name))
-        with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-            build(p, inputs, args.output, budgets, args.seed, max_sentence_bytes)
-        with open(os.path.join(args.output, SAMPLE_REPORT)) as f:
-            report = json.load(f)
+        remove_stale_sample(args.output, set(work.done_names(MARKER)))
+        report = work.load(*REPORT)
+        if report is None:
+            with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+                build(p, inputs, args.output, work, budgets, args.seed, max_sentence_bytes)
+            report = work.load(*REPORT)
         sample_seconds = round(time.perf_counter() - started, 3)
         return train(args.output, report, args.vocab_size, args.threads, args.seed, {"sample_seconds": sample_seconds})
 

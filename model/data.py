@@ -24,7 +24,10 @@ def open_shards(manifest_path: str | Path) -> tuple[dict, list[IndexedDataset]]:
     manifest_path = Path(manifest_path)
     if not manifest_path.is_file():
         raise FileNotFoundError(f"no token-shard manifest at {manifest_path}")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError as err:  # a damaged manifest: say which file, not only where the JSON broke
+        raise ValueError(f"{manifest_path}: not a token-shard manifest (not JSON: {err})") from None
     if manifest.get("dtype", "uint16") != "uint16":
         raise ValueError(f"{manifest_path}: only uint16 shards are supported, not {manifest['dtype']}")
     shards = [IndexedDataset(str(manifest_path.parent / entry["prefix"])) for entry in manifest["shards"]]

@@ -85,29 +85,36 @@ def run_to_end(cmd: list[str]) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def kill_at(cmd: list[str], output: Path, point: int, timeout: float = 300) -> None:
-    """Start the job in its own process group, SIGKILL the group once `point` completion markers exist."""
+def kill_when(cmd: list[str], reached, what: str, timeout: float = 300) -> None:
+    """Start the job in its own process group, SIGKILL the group once `reached()` (the job's own progress)."""
     job = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + timeout
     try:
-        while markers(output) < point:
+        while not reached():
             if job.poll() is not None:
-                pytest.fail(f"the job ended (exit {job.returncode}) before {point} tasks were done: "
-                            f"{job.stderr.read().decode()[-500:]}")
-            assert time.time() < deadline, f"no progress to {point} markers in {timeout} s"
+                pytest.fail(f"the job ended (exit {job.returncode}) before {what}: {job.stderr.read().decode()[-500:]}")
+            assert time.time() < deadline, f"no progress to {what} in {timeout} s"
             time.sleep(0.005)
     finally:
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
         job.wait()
         job.stderr.close()
-    assert job.returncode == -signal.SIGKILL, f"the job ended on its own (exit {job.returncode}) before the kill at {point}"
+    assert job.returncode == -signal.SIGKILL, f"the job ended on its own (exit {job.returncode}) before the kill at {what}"
+
+
+def kill_at(cmd: list[str], output: Path, point: int, timeout: float = 300) -> None:
+    """SIGKILL the job's process group once `point` completion markers exist."""
+    kill_when(cmd, lambda: markers(output) >= point, f"{point} completion markers", timeout)
 
 
 def files(output: Path) -> dict[str, bytes]:
-    """Every file the job left in its folder (the work folder must be gone)."""
+    """Every file the job left in its folder, by path relative to it (sub-folders included); the work
+    folder must be gone, and no temporary file (`.tmp-*`, pipeline/runs.py) left anywhere."""
     assert not (output / ".work").exists()
-    return {p.name: p.read_bytes() for p in sorted(output.iterdir())}
+    found = {p.relative_to(output).as_posix(): p for p in sorted(output.rglob("*"))}
+    assert not [n for n in found if any(part.startswith(".tmp-") for part in n.split("/"))], sorted(found)
+    return {n: p.read_bytes() for n, p in found.items() if p.is_file()}
 
 
 def kill_and_replay(args: list[str], points, tmp: Path, workers: list[str]) -> None:
