@@ -3,7 +3,10 @@
 One code path for a laptop CPU, one GPU and many GPUs (`torchrun ... -m pipeline.cli train`, FSDP2).
 The recipe is the paper's: AdamW (0.9, 0.95, eps 1e-8, weight decay 0.1 on matrices, not on norms),
 gradient clipping at 1.0, linear warm-up then a cosine to 10 % of the peak learning rate, and a
-batch measured in tokens, reached by gradient accumulation. See docs/trainer.md.
+batch measured in tokens, reached by gradient accumulation. A run is a job of the project's
+convention (pipeline/job.py `run_job`): a finished run of the same shards and config is up to date,
+a killed one resumes from its last checkpoint, and stats.json, written last, accounts for the token
+stream. See docs/trainer.md.
 """
 from __future__ import annotations
 
@@ -550,7 +553,7 @@ def _start_over(output: Path) -> None:
 
 
 def _train(cfg: TrainConfig, stream, started: float, device: torch.device, rank: int, world_size: int,
-           inputs: list[str]) -> dict:
+           input_files: list[str]) -> dict:
     if cfg.training.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         # On a GPU some kernels (attention backward among them) have no deterministic version: warn there.
@@ -565,7 +568,7 @@ def _train(cfg: TrainConfig, stream, started: float, device: torch.device, rank:
     manifest = manifest_totals(cfg.data.manifest, data)
     split = split_accounting(data) if rank == 0 else None
     accumulation = gradient_accumulation(cfg, world_size)
-    key = lineage(cfg, inputs)
+    key = lineage(cfg, input_files)
 
     # What to resume: every rank reads the checkpoint folder before rank 0 may clear it.
     resume_from, not_resumed = _resume_point(cfg, key)
@@ -626,13 +629,13 @@ def _train(cfg: TrainConfig, stream, started: float, device: torch.device, rank:
             group["lr"] = lr
         loss_sum = torch.zeros((), device=device)
         for micro_step in range(accumulation):
-            inputs_, targets = data.next_batch(cfg.training.micro_batch_size)
-            inputs_ = inputs_.to(device, non_blocking=True)
+            inputs, targets = data.next_batch(cfg.training.micro_batch_size)
+            inputs = inputs.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
             # every_micro_step: each backward reduce-scatters into this rank's gradient shard.
             model.set_requires_gradient_sync(cfg.training.gradient_sync == "every_micro_step"
                                              or micro_step == accumulation - 1)
-            loss = model(inputs_, targets)
+            loss = model(inputs, targets)
             (loss / accumulation).backward()
             loss_sum += loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optimizer.grad_clip)
