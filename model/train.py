@@ -3,7 +3,10 @@
 One code path for a laptop CPU, one GPU and many GPUs (`torchrun ... -m pipeline.cli train`, FSDP2).
 The recipe is the paper's: AdamW (0.9, 0.95, eps 1e-8, weight decay 0.1 on matrices, not on norms),
 gradient clipping at 1.0, linear warm-up then a cosine to 10 % of the peak learning rate, and a
-batch measured in tokens, reached by gradient accumulation. See docs/trainer.md.
+batch measured in tokens, reached by gradient accumulation. A run is a job of the project's
+convention (pipeline/job.py `run_job`): a finished run of the same shards and config is up to date,
+a killed one resumes from its last checkpoint, and stats.json, written last, accounts for the token
+stream. See docs/trainer.md.
 """
 from __future__ import annotations
 
@@ -11,11 +14,13 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
@@ -24,6 +29,9 @@ from model import checkpoint
 from model.data import PackedWindows
 from model.llama import CONFIGS, ModelArgs, Transformer, flops_per_token
 from model.metrics import MetricsLogger
+from pipeline.accounting import AccountingError, JobStats, StageStats
+from pipeline.job import run_job
+from pipeline.runs import STATS_FILE, InputError, input_fingerprint
 
 # --------------------------------------------------------------------------------------------------
 # Config
@@ -316,19 +324,236 @@ def gradient_accumulation(cfg: TrainConfig, world_size: int) -> int:
     return cfg.training.batch_tokens // micro_tokens
 
 
-def train(cfg: TrainConfig, stream=None) -> dict:
-    """Run (or resume) training as configured. Returns {"history": [...], "step": N, "checkpoint": path}.
-    Log lines go to `stream` (default stdout) on rank 0."""
+# --------------------------------------------------------------------------------------------------
+# The job: fingerprint, skip when complete, stats.json last (pipeline/job.py `run_job`)
+
+JOB = "train"
+STOP_MAX_STEPS, STOP_TIME_LIMIT = "max_steps", "time_limit"
+
+
+def shard_inputs(manifest_path: str) -> list[str]:
+    """The files a run reads: the manifest and the `.bin`/`.idx` of every shard it lists (the `.src`
+    source tags are not read by the trainer). A missing one is named here, before any training."""
+    manifest = Path(manifest_path)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"no token-shard manifest at {manifest}")
+    try:
+        entries = json.loads(manifest.read_text())["shards"]
+        prefixes = [str(manifest.parent / entry["prefix"]) for entry in entries]
+    except (ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{manifest}: not a token-shard manifest ({type(err).__name__}: {err})") from None
+    files = [str(manifest)]
+    for prefix in prefixes:
+        for ext in (".bin", ".idx"):
+            if not os.path.isfile(prefix + ext):
+                raise FileNotFoundError(f"{manifest}: shard file {prefix + ext} is missing")
+            files.append(prefix + ext)
+    return files
+
+
+def resolved_device_dtype(cfg: TrainingConfig, device: torch.device) -> tuple[str, str]:
+    return device.type, {torch.bfloat16: "bf16", torch.float32: "fp32"}[compute_dtype(cfg, device)]
+
+
+def job_config(cfg: TrainConfig, device: torch.device) -> dict:
+    """The config part of the run's fingerprint (the other part is the shards: names, sizes, mtimes).
+    It holds what the trained model and the final losses in stats.json depend on: model, data,
+    optimizer, schedule, the whole training section (device and dtype resolved, so `auto` and `cpu`
+    on a CPU are the same run) and logging.eval_batches (the final validation loss averages that many
+    batches). Left out, because they do not change the weights or the final losses:
+    - output: where the run goes, not what it is;
+    - logging.interval, logging.eval_interval, logging.tensorboard: how often the curves are sampled
+      and where they are drawn (evaluation uses no randomness, so it does not change training);
+    - checkpoint.interval, keep, async_save: how checkpoints are written (resume is exact);
+    - checkpoint.resume auto|none: how this run got here; a resume from a checkpoint PATH is kept
+      (the weights may come from another run)."""
+    raw = asdict(cfg)
+    del raw["output"]
+    raw["training"]["device"], raw["training"]["dtype"] = resolved_device_dtype(cfg.training, device)
+    raw["logging"] = {"eval_batches": cfg.logging.eval_batches}
+    resume = cfg.checkpoint.resume
+    raw["checkpoint"] = {} if resume in ("auto", "none") else {"resume": os.path.abspath(resume)}
+    return raw
+
+
+def lineage(cfg: TrainConfig, inputs: list[str]) -> str:
+    """What a checkpoint must share with this run for `resume: auto` to continue it: the same shards
+    and the same data, model, optimizer, schedule, batch and init seed. Not max_steps or max_minutes,
+    so that a finished run is extended by raising them; not how it runs (device, dtype, compile,
+    micro-batch, gradient sync, ranks), which a resume tolerates."""
+    raw = asdict(cfg)
+    key = {k: raw[k] for k in ("model", "data", "optimizer", "schedule")}
+    key["training"] = {"batch_tokens": cfg.training.batch_tokens, "seed": cfg.training.seed}
+    return input_fingerprint(inputs, {"lineage": key})
+
+
+def split_accounting(data: PackedWindows) -> dict:
+    """Where the stream's tokens and documents go: the training windows, the validation windows, and
+    the tail shorter than a window that neither uses. Tokens by position (window w reads inputs
+    w*seq_len .. w*seq_len + seq_len - 1); a document is counted where its first token is, so one that
+    straddles a boundary counts once."""
+    s = data.seq_len
+    bounds = [data.n_train_windows * s, (data.n_train_windows + data.n_val_windows) * s]
+    docs = np.zeros(3, dtype=np.int64)
+    for shard, start in zip(data.stream.shards, data.stream.starts):
+        lengths = np.asarray(shard.lengths, dtype=np.int64)
+        doc_starts = int(start) + np.cumsum(lengths) - lengths
+        before = np.searchsorted(doc_starts, bounds, side="left")  # documents starting before each bound
+        docs += [before[0], before[1] - before[0], len(lengths) - before[1]]
+    tokens = [bounds[0], bounds[1] - bounds[0], len(data.stream) - bounds[1]]
+    windows = [data.n_train_windows, data.n_val_windows, 0]
+    return {name: {"documents": int(d), "tokens": int(t), "windows": int(w)}
+            for name, d, t, w in zip(("train", "validation", "tail"), docs, tokens, windows)}
+
+
+def manifest_totals(manifest_path: str, data: PackedWindows) -> dict:
+    """The manifest's declared documents and tokens (its shard entries), checked against the shards
+    as read: a manifest that disagrees with its shards is named before anything trains."""
+    entries = data.manifest["shards"]
+    declared = {"documents": sum(int(e.get("documents", 0)) for e in entries),
+                "tokens": sum(int(e.get("tokens", 0)) for e in entries)}
+    read = {"documents": sum(len(s) for s in data.stream.shards), "tokens": len(data.stream)}
+    for key in ("documents", "tokens"):
+        if declared[key] != read[key]:
+            raise InputError(f"{manifest_path}: the shard entries declare {declared[key]} {key}, the shards hold {read[key]}")
+    return declared
+
+
+class TrainStats(JobStats):
+    """JobStats of a training run. One stage, `split`: the documents of the manifest's shards in,
+    those in the training and validation windows out, those in the tail shorter than a window
+    dropped. On top of JobStats' invariants: the split's tokens and documents add up to the manifest's,
+    and the tokens trained are the steps times the batch."""
+
+    def check(self) -> None:
+        super().check()
+        split, manifest = self.extra["split"], self.extra["manifest"]
+        for key in ("tokens", "documents"):
+            total = sum(part[key] for part in split.values())
+            if total != manifest[key]:
+                raise AccountingError(f"train: {key} of the split {dict((k, v[key]) for k, v in split.items())} "
+                                      f"add up to {total}, the manifest holds {manifest[key]}")
+        stage = self.stages[0]
+        if (stage.docs_in, stage.docs_out) != (manifest["documents"], split["train"]["documents"] + split["validation"]["documents"]):
+            raise AccountingError(f"train: stage split reads {stage.docs_in} and keeps {stage.docs_out} documents, "
+                                  f"the split says {manifest['documents']} and "
+                                  f"{split['train']['documents'] + split['validation']['documents']}")
+        if self.extra["tokens_trained"] != self.extra["steps"] * self.extra["batch_tokens"]:
+            raise AccountingError(f"train: {self.extra['tokens_trained']} tokens trained != {self.extra['steps']} steps "
+                                  f"x {self.extra['batch_tokens']} tokens")
+
+
+def train_stats(cfg: TrainConfig, result: dict) -> tuple[TrainStats, list[str]]:
+    """stats.json's content and the files that make the run complete (a rerun retrains when one is gone)."""
+    split, manifest = result["split"], result["manifest"]
+    stage = StageStats("split", docs_in=manifest["documents"],
+                       docs_out=split["train"]["documents"] + split["validation"]["documents"])
+    stage.drop("tail_shorter_than_a_window", split["tail"]["documents"])
+    output = Path(cfg.output).resolve()
+    files = ["config.yaml", "metrics.jsonl"]
+    saved = result["checkpoint"]
+    if saved is not None:
+        saved = Path(saved).resolve()
+        if saved.is_relative_to(output):
+            saved = saved.relative_to(output).as_posix()
+            files += [f"{saved}/.metadata", f"{saved}/train_state.json", "checkpoints/latest"]
+    tokens_trained = result["step"] * cfg.training.batch_tokens
+    stats = TrainStats(JOB, [stage], {
+        "manifest": {"path": cfg.data.manifest, **manifest},
+        "split": split,
+        "stop_reason": result["stop_reason"],
+        "steps": result["step"],
+        "max_steps": cfg.training.max_steps,
+        "batch_tokens": cfg.training.batch_tokens,
+        "tokens_trained": tokens_trained,
+        "epochs": tokens_trained / split["train"]["tokens"],
+        "resumed_from": str(result["resumed_from"]) if result["resumed_from"] is not None else None,
+        "steps_this_run": result["step"] - result["resumed_step"],
+        "train_loss": result["train_loss"],
+        "val_loss": result["val_loss"],
+        "checkpoint": str(saved) if saved is not None else None,
+        "world_size": result["world_size"],
+        "device": result["device"],
+        "seconds": round(result["seconds"], 3),
+    })
+    return stats, files
+
+
+def _rank0_says(value: bool, device: torch.device) -> bool:
+    """Rank 0's decision (train or up to date), for every rank: only rank 0 runs the job convention."""
+    flag = torch.tensor([int(value)], device=device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def train(cfg: TrainConfig, stream=None, force: bool = False) -> dict | None:
+    """The `train` job: train (or resume) as configured; returns {"history", "step", "checkpoint",
+    "val_loss", "stop_reason", "stats", ...}, or None when `cfg.output` already holds a finished run of
+    these shards and this config (`job_config`). `force` trains again from step 0 (resume none).
+    Log lines go to `stream` (default stdout) on rank 0.
+
+    Rank 0 alone goes through `pipeline.job.run_job` (fingerprint, skip, stats.json last) and tells
+    the other ranks whether to train; they train alongside and write nothing of the job's. The work
+    folder is not used: a killed run resumes from its checkpoints, which must outlive a config change
+    (raising max_steps continues the run)."""
     started = time.monotonic()  # max_minutes counts setup too: it is a wall-clock budget
+    if force:
+        if cfg.checkpoint.resume not in ("auto", "none"):
+            raise ValueError(f"--force trains from step 0; it does not combine with resuming {cfg.checkpoint.resume}")
+        cfg = replace(cfg, checkpoint=replace(cfg.checkpoint, resume="none"))
+    inputs = shard_inputs(cfg.data.manifest)  # on every rank, so a bad input fails them all alike
     device = pick_device(cfg.training.device)
     rank, world_size = setup_distributed(device)
     try:
-        return _train(cfg, stream, started, device, rank, world_size)
+        if rank != 0:
+            return _train(cfg, stream, started, device, rank, world_size, inputs) if _rank0_says(False, device) else None
+        result: dict = {}
+
+        def body(work):
+            _rank0_says(True, device)
+            # A stats.json of an earlier run (another config, or this one --forced) goes first: a run
+            # killed from here on must not read as complete.
+            (Path(cfg.output) / STATS_FILE).unlink(missing_ok=True)
+            result.update(_train(cfg, stream, started, device, rank, world_size, inputs))
+            stats, files = train_stats(cfg, result)
+            return stats, files, []
+
+        stats = run_job(JOB, inputs, cfg.output, job_config(cfg, device), body, force=force)
+        if stats is None:
+            _rank0_says(False, device)
+            return None
+        return {**result, "stats": stats}
     finally:
         dist.destroy_process_group()
 
 
-def _train(cfg: TrainConfig, stream, started: float, device: torch.device, rank: int, world_size: int) -> dict:
+def _resume_point(cfg: TrainConfig, key: str) -> tuple[Path | None, str | None]:
+    """The checkpoint to resume, and why none is resumed where `auto` found one of another run."""
+    resume = cfg.checkpoint.resume
+    if resume == "none":
+        return None, None
+    if resume != "auto":
+        return Path(resume), None  # the user's choice, whatever run wrote it
+    found = checkpoint.latest(Path(cfg.output) / "checkpoints")
+    if found is None:
+        return None, None
+    theirs = json.loads((found / "train_state.json").read_text()).get("lineage")
+    if theirs is not None and theirs != key:  # checkpoints from before lineages were recorded resume as before
+        return None, (f"{found} was written from other shards or another model, data, optimizer or schedule "
+                      f"config: starting over")
+    return found, None
+
+
+def _start_over(output: Path) -> None:
+    """A run that resumes nothing starts from an empty run folder: the checkpoints, curves and
+    TensorBoard events of an earlier run would otherwise mix with its own."""
+    shutil.rmtree(output / "checkpoints", ignore_errors=True)
+    shutil.rmtree(output / "tensorboard", ignore_errors=True)
+    (output / "metrics.jsonl").unlink(missing_ok=True)
+
+
+def _train(cfg: TrainConfig, stream, started: float, device: torch.device, rank: int, world_size: int,
+           input_files: list[str]) -> dict:
     if cfg.training.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         # On a GPU some kernels (attention backward among them) have no deterministic version: warn there.
@@ -338,9 +563,18 @@ def _train(cfg: TrainConfig, stream, started: float, device: torch.device, rank:
     torch.manual_seed(cfg.training.seed)
     output = Path(cfg.output)
 
-    # Data, and the batch arithmetic.
+    # Data, its accounting, and the batch arithmetic.
     data = PackedWindows(cfg.data.manifest, cfg.data.seq_len, cfg.data.val_tokens, cfg.data.seed, rank, world_size)
+    manifest = manifest_totals(cfg.data.manifest, data)
+    split = split_accounting(data) if rank == 0 else None
     accumulation = gradient_accumulation(cfg, world_size)
+    key = lineage(cfg, input_files)
+
+    # What to resume: every rank reads the checkpoint folder before rank 0 may clear it.
+    resume_from, not_resumed = _resume_point(cfg, key)
+    dist.barrier()
+    if resume_from is None and rank == 0:
+        _start_over(output)
 
     # Model and optimiser.
     args = resolve_model_args(cfg, data.vocab_size)
@@ -351,6 +585,8 @@ def _train(cfg: TrainConfig, stream, started: float, device: torch.device, rank:
     metrics = MetricsLogger(output if rank == 0 else None, flops_per_token(args, cfg.data.seq_len), device,
                             world_size, tensorboard=cfg.logging.tensorboard, enabled=rank == 0,
                             stream=stream or sys.stdout)
+    if not_resumed:
+        metrics.message(not_resumed)
     run_config = {"model_args": asdict(args), "train_config": asdict(cfg)}
     if rank == 0:  # the resolved config, flags and --set applied, for people and for reruns
         (output / "config.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
@@ -359,13 +595,12 @@ def _train(cfg: TrainConfig, stream, started: float, device: torch.device, rank:
 
     # Resume: weights and optimiser (each rank reads its own shards), then step, data position, RNG.
     step = 0
-    resume_from = None if cfg.checkpoint.resume == "none" else (
-        checkpoint.latest(output / "checkpoints") if cfg.checkpoint.resume == "auto" else Path(cfg.checkpoint.resume))
     if resume_from is not None:
         state = checkpoint.load(resume_from, model, optimizer)
         step = int(state["step"])
         data.load_state_dict(state["data"])
         metrics.message(f"resumed from {resume_from} at step {step}")
+    resumed_step = step
     n_params = sum(p.numel() for p in model.parameters())  # DTensors: global counts
     metrics.message(f"model {cfg.model.name}: {n_params:,} parameters, vocab {args.vocab_size}, seq {cfg.data.seq_len}; "
                     f"{cfg.training.batch_tokens:,} tokens/step = {cfg.training.micro_batch_size} x {cfg.data.seq_len} "
@@ -373,17 +608,20 @@ def _train(cfg: TrainConfig, stream, started: float, device: torch.device, rank:
                     f"{str(compute_dtype(cfg.training, device)).removeprefix('torch.')} compute")
 
     def save() -> None:
-        train_state = {"step": step, "data": data.state_dict(), "schedule": schedule.state_dict()}
+        train_state = {"step": step, "data": data.state_dict(), "schedule": schedule.state_dict(), "lineage": key}
         checkpoints.save(step, model, optimizer, train_state, run_config)
         metrics.reset_clock()
 
     last_saved = step
+    stop_reason = STOP_MAX_STEPS
+    last_loss = None  # the last step's loss (summed over micro-batches), whatever the logging interval
     metrics.reset_clock()
     while step < cfg.training.max_steps:
         if cfg.training.max_minutes > 0:
             out_of_time = torch.tensor(float(time.monotonic() - started > 60 * cfg.training.max_minutes), device=device)
             if mean_over_ranks(out_of_time) > 0:  # any rank out of time stops all, so they stay in step
                 metrics.message(f"time limit of {cfg.training.max_minutes} min reached at step {step}")
+                stop_reason = STOP_TIME_LIMIT
                 break
 
         lr = schedule.lr(step)
@@ -404,6 +642,7 @@ def _train(cfg: TrainConfig, stream, started: float, device: torch.device, rank:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
+        last_loss = loss_sum
         metrics.count_tokens(cfg.training.batch_tokens)
 
         if step % cfg.logging.interval == 0 or step == cfg.training.max_steps:
@@ -417,16 +656,19 @@ def _train(cfg: TrainConfig, stream, started: float, device: torch.device, rank:
             save()
             last_saved = step
 
+    train_loss = mean_over_ranks(last_loss / accumulation) if last_loss is not None else None
     final_val = evaluate(model, data, cfg.training.micro_batch_size, cfg.logging.eval_batches, device)
     if final_val is not None and not (cfg.logging.eval_interval and step % cfg.logging.eval_interval == 0):
         metrics.log_eval(step, final_val)
     if step != last_saved:
         save()
     path = checkpoints.finish() or resume_from
-    metrics.message(f"done at step {step}; checkpoint {path}")
+    metrics.message(f"done at step {step} ({stop_reason}); checkpoint {path}")
     metrics.close()
-    return {"history": metrics.history, "step": step, "checkpoint": path, "val_loss": final_val}
-
+    return {"history": metrics.history, "step": step, "checkpoint": path, "val_loss": final_val,
+            "train_loss": train_loss, "stop_reason": stop_reason, "resumed_from": resume_from,
+            "resumed_step": resumed_step, "split": split, "manifest": manifest, "world_size": world_size,
+            "device": device.type, "seconds": time.monotonic() - started}
 
 # --------------------------------------------------------------------------------------------------
 # Dry run: the batch arithmetic and memory per rank of a config, without data or a device
@@ -469,6 +711,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-minutes", type=float, help="stop after this much wall-clock time (training.max_minutes)")
     parser.add_argument("--device", help="auto | cpu | cuda (training.device)")
     parser.add_argument("--resume", help="auto | none | a checkpoint folder (checkpoint.resume)")
+    parser.add_argument("--force", action="store_true",
+                        help="train again from step 0 even if OUTPUT holds a finished run of these shards and config "
+                             "(its checkpoints, metrics and TensorBoard events are removed)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any config key, e.g. --set training.compile=true (repeatable)")
     parser.add_argument("--dry-run", action="store_true",
@@ -506,7 +751,9 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> int:
     if args.dry_run:
         dry_run(cfg, args.world_size or int(os.environ.get("WORLD_SIZE", "1")))
         return 0
-    train(cfg)
+    result = train(cfg, force=args.force)
+    if result is None and int(os.environ.get("RANK", "0")) == 0:
+        print(f"{cfg.output}: up to date (a finished run of the same shards and config); --force trains again")
     return 0
 
 
