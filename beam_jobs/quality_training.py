@@ -284,16 +284,24 @@ def run_eval(args, beam_args: list[str]) -> int:
         raise ValueError(f"unrecognized arguments: {' '.join(beam_args)}")
     model = QualityModel.load(args.model)
     texts, labels = [], []
+    # Every document read is scored or skipped for a named reason; the counts go with the metrics.
+    documents = {"read": 0, "scored": 0, "skipped_other_language": 0, "skipped_empty_text": 0}
     for label, globs in ((True, args.positives), (False, args.negatives)):
         for path in expand_inputs(globs):
             for doc in iter_documents(path):
+                documents["read"] += 1
                 if args.language and doc.get("language") and doc["language"] != args.language:
-                    continue
-                if (doc["text"] or "").strip():
+                    documents["skipped_other_language"] += 1
+                elif not (doc["text"] or "").strip():
+                    documents["skipped_empty_text"] += 1
+                else:
                     texts.append(doc["text"])
                     labels.append(label)
+    documents["scored"] = len(texts)
     if not any(labels) or all(labels):
         raise ValueError("eval-quality needs both positives and negatives")
-    metrics = summarize(np.array(labels), model.wiki_probability(texts), args.threshold)
+    metrics = summarize(np.array(labels), model.wiki_probability(texts), args.threshold) | {"documents": documents}
     print(json.dumps(metrics, indent=2) if args.json else _metrics_line(metrics))
+    if not args.json:
+        print("  documents: " + ", ".join(f"{k} {v}" for k, v in documents.items()))
     return 0

@@ -25,9 +25,14 @@ def run(args, beam_args: list[str]) -> int:
         raise ValueError(f"unrecognized arguments: {' '.join(beam_args)}")
     percentiles = tuple(float(p) for p in args.percentiles.split(","))
     paths = expand_inputs(args.input)
-    values = read_perplexities(paths)
+    values, rows = read_perplexities(paths)
     cutoffs = compute_cutoffs(values, percentiles)
-    doc = {"percentiles": list(percentiles), "cutoffs": cutoffs, "documents": {k: len(v) for k, v in sorted(values.items())}, "inputs": paths}
+    documents = {k: len(v) for k, v in sorted(values.items())}
+    # Every row read is counted: with a perplexity (per language) or without one (no LM for its
+    # language, or no text after normalisation), which the cut-offs do not use.
+    read = {"rows": rows, "with_perplexity": sum(documents.values()), "without_perplexity": rows - sum(documents.values())}
+    doc = {"percentiles": list(percentiles), "cutoffs": cutoffs, "documents": documents, "read": read, "inputs": paths}
     atomic_write_bytes(args.output, (json.dumps(doc, indent=2) + "\n").encode())
     print(f"cut-offs for {len(cutoffs)} language(s) -> {args.output}: {json.dumps(cutoffs)}")
+    print(f"  read {rows} rows: {read['with_perplexity']} with a perplexity, {read['without_perplexity']} without (not used)")
     return 0

@@ -111,20 +111,22 @@ def compute_cutoffs(perplexities: dict[str, np.ndarray], percentiles=DEFAULT_PER
     return out
 
 
-def read_perplexities(paths: list[str]) -> dict[str, np.ndarray]:
-    """language -> the non-null perplexities of document Parquet shards (only those two columns are
-    read, one row group at a time)."""
+def read_perplexities(paths: list[str]) -> tuple[dict[str, np.ndarray], int]:
+    """(language -> the non-null perplexities, rows read) of document Parquet shards (only those two
+    columns are read, one row group at a time)."""
     values: dict[str, list[np.ndarray]] = {}
+    rows = 0
     for path in paths:
         reader = pq.ParquetFile(path)
         for i in range(reader.num_row_groups):
             rg = reader.read_row_group(i, columns=["language", "perplexity"])
+            rows += rg.num_rows
             langs = np.array(rg.column("language").to_pylist(), dtype=object)
             ppl = rg.column("perplexity").to_numpy(zero_copy_only=False).astype(np.float64)
             ok = ~np.isnan(ppl)
             for lang in sorted(set(langs[ok])):
                 values.setdefault(lang, []).append(ppl[ok & (langs == lang)])
-    return {lang: np.concatenate(v) for lang, v in values.items()}
+    return {lang: np.concatenate(v) for lang, v in values.items()}, rows
 
 
 def load_cutoffs(path: str) -> dict[str, list[float]]:

@@ -166,3 +166,4 @@ def test_lm_cutoffs_command_reads_shards(lm_dir, tmp_path):
     en = np.array(ppl, np.float32).astype(np.float64)  # the column is float32
     assert doc["cutoffs"]["en"] == [round(float(np.percentile(en, 30)), 2), round(float(np.percentile(en, 60)), 2)]
     assert doc["documents"] == {"en": 40, "fr": 1} and doc["cutoffs"]["fr"] == [50.0, 50.0]
+    assert doc["read"] == {"rows": len(rows), "with_perplexity": 41, "without_perplexity": 1}

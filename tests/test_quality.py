@@ -205,3 +205,6 @@ def test_eval_quality(trained, capsys):
                  "--negatives", str(trained / "unfiltered" / "*.parquet"), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["positives"] == 8033 and metrics["roc_auc"] > 0.9
+    docs = metrics["documents"]
+    assert docs["scored"] == metrics["positives"] + metrics["negatives"]
+    assert docs["read"] == docs["scored"] + docs["skipped_other_language"] + docs["skipped_empty_text"]
