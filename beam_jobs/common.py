@@ -34,7 +34,7 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     given = " ".join(args)
     quiet = os.environ.get("CORPUSMILL_QUIET") == "1"
     if quiet:
-        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)  # a failure reaches the user as one line (pipeline/cli.py)
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)  # a failure reaches the user as one line (beam_jobs/cli.py)
     if "--default_sdk_harness_log_level" not in given:
         args.append(f"--default_sdk_harness_log_level={'CRITICAL' if quiet else 'WARNING'}")
     if "--sdk_harness_log_level_overrides" not in given:

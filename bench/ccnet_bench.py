@@ -82,7 +82,7 @@ def measure(cmd: list[str], env: dict | None = None, cwd: str = REPO) -> dict:
 def corpusmill(src: str, inputs: list[str], output: str, args, workers: int, pin: bool, mode: str | None = None) -> list[str]:
     """The job as a user runs it; `mode` forces a DirectRunner running mode (default: the job's own
     choice, in_memory for one worker, worker processes for more)."""
-    cmd = ([] if not pin else ["taskset", "-c", "0"]) + [sys.executable, "-m", "pipeline.cli", "ccnet", "--input", *inputs,
+    cmd = ([] if not pin else ["taskset", "-c", "0"]) + [sys.executable, "-m", "beam_jobs.cli", "ccnet", "--input", *inputs,
                                                            "--output", output, "--lm-dir", args.lm_dir, "--lid-model", args.lid_model,
                                                            f"--direct_num_workers={workers}", "--force"]
     cmd += [f"--direct_running_mode={mode}"] if mode else []

@@ -43,7 +43,7 @@ THRESHOLD = 0.25
 
 
 def corpusmill(*args, module=None):
-    cmd = [sys.executable, "-m", "pipeline.cli", *args]
+    cmd = [sys.executable, "-m", "beam_jobs.cli", *args]
     if module:  # a command module the CLI table does not list yet
         cmd = [sys.executable, "-c", f"import sys, argparse, {module} as m; p = argparse.ArgumentParser(); m.add_arguments(p); "
                f"a, rest = p.parse_known_args(sys.argv[1:]); sys.exit(m.run(a, rest))", *args]

@@ -18,7 +18,7 @@ import time
 
 from pipeline import sources
 from pipeline.job import run_plan
-from pipeline.cli import main as cli_main
+from beam_jobs.cli import main as cli_main
 
 SHARED = os.environ.get("CORPUSMILL_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpus"))
 INPUTS = {

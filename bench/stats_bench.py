@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from reporting.command import compute_report
-    from pipeline.cli import main as cli_main
+    from beam_jobs.cli import main as cli_main
     from pipeline.runs import shard_name, write_parquet
     from reporting.shard_stats import discover, summarise_folder
 

@@ -77,7 +77,7 @@ def write_run(root: str, docs: dict, files: int, repeat: int) -> None:
 
 def cli(*args: str) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pipeline.cli", *args], check=True, stdout=subprocess.DEVNULL,
+    subprocess.run([sys.executable, "-m", "beam_jobs.cli", *args], check=True, stdout=subprocess.DEVNULL,
                    env={**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..")})
     return time.perf_counter() - started
 

@@ -1,6 +1,6 @@
 """`corpusmill train --config FILE`: pretrain the bundled LLaMA model on mixed token shards.
 
-One code path for a laptop CPU, one GPU and many GPUs (`torchrun ... -m pipeline.cli train`, FSDP2).
+One code path for a laptop CPU, one GPU and many GPUs (`torchrun ... -m beam_jobs.cli train`, FSDP2).
 The recipe is the paper's: AdamW (0.9, 0.95, eps 1e-8, weight decay 0.1 on matrices, not on norms),
 gradient clipping at 1.0, linear warm-up then a cosine to 10 % of the peak learning rate, and a
 batch measured in tokens, reached by gradient accumulation. A run is a job of the project's
@@ -700,7 +700,7 @@ def dry_run(cfg: TrainConfig, world_size: int, vocab_size: int | None = None, st
 
 
 # --------------------------------------------------------------------------------------------------
-# CLI adapter (pipeline/cli.py)
+# CLI adapter (beam_jobs/cli.py)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

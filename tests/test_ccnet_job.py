@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.ccnet import CCNetConfig
-from pipeline.cli import main
+from beam_jobs.cli import main
 from pipeline.job import run_plan
 from pipeline.schema import DOCUMENT_SCHEMA
 from tests.conftest import MALFORMED, WARCS

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from pipeline.cli import COMMANDS, main
+from beam_jobs.cli import COMMANDS, main
 
 
 def test_help_lists_every_command(capsys):
@@ -13,7 +13,7 @@ def test_help_lists_every_command(capsys):
 
 def test_every_command_has_help():
     for name in COMMANDS:
-        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", name, "--help"], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "beam_jobs.cli", name, "--help"], capture_output=True, text=True)
         assert proc.returncode == 0 and "usage: corpusmill " + name in proc.stdout, (name, proc.stderr[-500:])
 
 

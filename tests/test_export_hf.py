@@ -82,7 +82,7 @@ def test_export_writes_hf_names_and_config(tmp_path):
 
 
 def test_export_hf_command(tmp_path, capsys):
-    from pipeline.cli import main
+    from beam_jobs.cli import main
 
     _, checkpoints = _checkpoint(tmp_path)
     assert main(["export-hf", str(checkpoints / "step-0000010"), str(tmp_path / "hf"), "--dtype", "bfloat16"]) == 0

@@ -152,7 +152,7 @@ def test_too_large_vocabulary_is_a_clear_error(tmp_path):
 def test_lm_cutoffs_command_reads_shards(lm_dir, tmp_path):
     import pyarrow.parquet as pq
 
-    from pipeline.cli import main
+    from beam_jobs.cli import main
 
     sp, lm = _lm(lm_dir)
     ppl = [document_perplexity(sp, lm, t) for t in _c4_texts(40)]

@@ -13,7 +13,7 @@ import pytest
 
 from classifiers.metrics import at_threshold, roc_auc
 from classifiers.quality_model import MIN_POSITIVE_CHARS, NEGATIVE, POSITIVE, QualityModel, build_training_set, prepare
-from pipeline.cli import main
+from beam_jobs.cli import main
 from pipeline.models import ModelError
 from pipeline.quality_filter import ScoreQuality
 from pipeline.wiki_refs import domain_key, ref_urls, template_urls, url_key

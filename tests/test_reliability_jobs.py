@@ -4,7 +4,7 @@ import bz2
 import gzip
 import json
 
-from pipeline.cli import main
+from beam_jobs.cli import main
 from tests.conftest import REPO, WARCS
 from tests.reliability_damage import recoverable_prefix
 

@@ -73,7 +73,7 @@ def _env():
 
 
 def corpusmill(args: list[str], output: Path, workers: list[str]) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", *args, "--output", str(output), *workers]
+    return [sys.executable, "-m", "beam_jobs.cli", *args, "--output", str(output), *workers]
 
 
 def markers(output: Path) -> int:

@@ -123,7 +123,7 @@ def damaged_row_groups(spans, footer, kind: str, touched) -> set[int]:
 
 
 def tokenize(shards: str, model: str, output: Path) -> dict:
-    from pipeline.cli import main
+    from beam_jobs.cli import main
 
     assert main(["tokenize", "--source", f"c4={shards}", "--tokenizer", model, "--output", str(output),
                  "--direct_num_workers=1", "--direct_running_mode=in_memory"]) == 0
@@ -131,7 +131,7 @@ def tokenize(shards: str, model: str, output: Path) -> dict:
 
 
 def train_tokenizer(tmp: Path) -> str:
-    from pipeline.cli import main
+    from beam_jobs.cli import main
 
     shard = document_shard(tmp / "docs")
     assert main(["train-tokenizer", "--source", f"c4={shard}", "--output", str(tmp / "tok"), "--vocab-size", "1000", "--renormalize",

@@ -25,7 +25,7 @@ def inputs(tmp_path_factory):
 
 
 def command(inputs, output, lm_dir):
-    return [sys.executable, "-m", "pipeline.cli", "ccnet", "--input", *inputs, "--output", str(output), "--lm-dir", lm_dir,
+    return [sys.executable, "-m", "beam_jobs.cli", "ccnet", "--input", *inputs, "--output", str(output), "--lm-dir", lm_dir,
             "--direct_num_workers=1", "--no-quality", "--dedup-group-files=1"]  # copies do not dedup each other away
 
 

@@ -26,7 +26,7 @@ import pytest
 
 from reporting.command import compute_report
 from reporting import shard_stats
-from pipeline.cli import main as cli_main
+from beam_jobs.cli import main as cli_main
 from pipeline.schema import document_id, to_document_table
 from reporting.render import render_terminal
 

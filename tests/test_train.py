@@ -263,7 +263,7 @@ def test_auto_resume_and_time_limit(manifest, tmp_path):
 
 
 def test_cli_trains_and_rejects_beam_options(manifest, tmp_path, capsys):
-    from pipeline.cli import main
+    from beam_jobs.cli import main
 
     config = Path(__file__).resolve().parents[1] / "configs" / "train" / "tiny.yaml"
     out = tmp_path / "run"

@@ -33,7 +33,7 @@ def write_yaml(cfg, path: Path) -> Path:
 
 
 def cli(config: Path, *extra: str) -> int:
-    from pipeline.cli import main
+    from beam_jobs.cli import main
 
     return main(["train", "--config", str(config), "--device", "cpu", *extra])
 

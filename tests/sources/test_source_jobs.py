@@ -9,7 +9,7 @@ import pytest
 
 from pipeline import sources
 from tests.jobs import run_in_process
-from pipeline.cli import main
+from beam_jobs.cli import main
 from pipeline.schema import DOCUMENT_SCHEMA
 from tests.sources.conftest import SAMPLE
 

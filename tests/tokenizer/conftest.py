@@ -58,7 +58,7 @@ def doc_run(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tokenizer_model(doc_run, tmp_path_factory) -> str:
     from beam_jobs import train_tokenizer as job
-    from pipeline.cli import main
+    from beam_jobs.cli import main
 
     out = str(tmp_path_factory.mktemp("tok"))
     rc = main(["train-tokenizer", "--input", doc_run, "--output", out, "--vocab-size", "1200", "--sample-chars", "400000",

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import FOLDERS, make_run
-from pipeline.cli import main
+from beam_jobs.cli import main
 from pipeline.schema import SOURCES
 from tok_independent_reader import read_documents, read_idx
 from tokenizer import spm as spm_lib

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from pipeline.cli import main
+from beam_jobs.cli import main
 from pipeline.schema import SOURCES
 from tokenizer.megatron import FORMAT, ShardWriter, write_manifest
 from tokenizer.mix import DEFAULT_MAX_EPOCHS, plan_mix, repeat_warnings
