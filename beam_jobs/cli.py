@@ -16,6 +16,7 @@ import re
 import sys
 import threading
 
+from pipeline.job import exit_without_collecting
 from pipeline.models import ModelError
 from pipeline.runs import InputError
 
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         top.error(f"unknown command {name!r}")
+    exit_without_collecting()
     os.environ.setdefault("CORPUSMILL_TTY", "1" if sys.stderr.isatty() else "0")
     if not verbose:
         os.environ["CORPUSMILL_QUIET"] = "1"  # Beam's worker processes log only what is fatal

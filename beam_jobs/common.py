@@ -12,6 +12,7 @@ import os
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.job import exit_without_collecting
 from pipeline.plan import FilePhase, Plan, Work, barrier_result, finish_barrier, run_barrier_item, run_file_task, start_barrier
 
 
@@ -63,6 +64,9 @@ class RunFilePhase(beam.DoFn):
 
     def __init__(self, plan: Plan, phase: FilePhase, work_root: str):
         self.plan, self.phase, self.work_root = plan, phase, work_root
+
+    def setup(self):
+        exit_without_collecting()  # a worker process: see pipeline/job.py
 
     def process(self, element, *after):
         file_index, path = element
