@@ -75,10 +75,21 @@ class RunFilePhase(beam.DoFn):
         yield file_index
 
 
-def _done(pcoll, label: str):
-    """One element once every element of `pcoll` is there: a dependency for a side input. A keyed
-    combine, not CombineGlobally, whose result Beam's DaskRunner (2.77) delivers once per partition."""
-    return pcoll | f"Key_{label}" >> beam.Map(lambda _: (0, 1)) | f"Count_{label}" >> beam.CombinePerKey(sum)
+def _done(pcoll, label: str, then=lambda: 0):
+    """One element once every element of `pcoll` is there: a dependency for a side input. A grouping
+    on one key, not CombineGlobally, whose result Beam's DaskRunner (2.77) delivers once per
+    partition; and not CombinePerKey, whose three ParDos cost the graph's construction more than the
+    one value per file or work item gathered here (Beam inspects every ParDo's DoFn several times:
+    about 12 ms per ParDo per run, measured). `then()` runs once there, and its result is the element."""
+    return (pcoll | f"Key_{label}" >> beam.Map(lambda _: (0, None)) | f"Count_{label}" >> beam.GroupByKey()
+            | f"Done_{label}" >> beam.Map(lambda _, then=then: then()))
+
+
+def _spread(pcoll, label: str):
+    """Elements `(index, ...)` spread over the workers by their index: a grouping on the index, which
+    the runner distributes (Beam's Reshuffle does the same with random keys and two more ParDos)."""
+    return (pcoll | f"Key{label}" >> beam.Map(lambda e: (e[0], e)) | f"Group{label}" >> beam.GroupByKey()
+            | label >> beam.FlatMap(lambda kv: kv[1]))
 
 
 def build_plan(p, plan: Plan, paths: list[str], work: Work):
@@ -87,7 +98,7 @@ def build_plan(p, plan: Plan, paths: list[str], work: Work):
     (fusion, retries, duplicates) cannot change the output. A phase waits for the barrier before it
     through a side input; a barrier's steps are chained on the one element that says the step
     before it is complete, so a plan is a few fused stages (each stage costs every worker a round trip)."""
-    files = p | "Files" >> beam.Create(list(enumerate(paths)), reshuffle=False) | "SpreadFiles" >> beam.Reshuffle()
+    files = _spread(p | "Files" >> beam.Create(list(enumerate(paths)), reshuffle=False), "SpreadFiles")
     n_files = len(paths)
     after = []  # the side input the next phase waits for
     ready = None  # one element once the step before is complete
@@ -102,12 +113,12 @@ def build_plan(p, plan: Plan, paths: list[str], work: Work):
         items = (
             ready
             | f"Items_{name}" >> beam.FlatMap(lambda _, b=step, ph=previous: start_barrier(b, ph, n_files, Work(work.root)))
-            | f"SpreadItems_{name}" >> beam.Reshuffle()
-            | f"Run_{name}" >> beam.Map(lambda it, b=step: run_barrier_item(b, it[0], it[1], Work(work.root)))
         )
+        items = _spread(items, f"SpreadItems_{name}") | f"Run_{name}" >> beam.Map(
+            lambda it, b=step: run_barrier_item(b, it[0], it[1], Work(work.root)))
         # `ready` joins the items so that a barrier without items is finished too.
         joined = (ready, items) | f"Join_{name}" >> beam.Flatten()
-        ready = _done(joined, name) | f"Finish_{name}" >> beam.Map(lambda _, b=step: finish_barrier(b, Work(work.root)))
+        ready = _done(joined, name, then=lambda b=step: finish_barrier(b, Work(work.root)))
         after = [beam.pvalue.AsList(ready)]
 
 
