@@ -6,13 +6,17 @@ input for the next phase. The same phase and barrier code runs in `pipeline.plan
 """
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
+import uuid
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.job import exit_without_collecting
+from pipeline.runs import atomic_write_bytes
 from pipeline.plan import FilePhase, Plan, Work, barrier_result, finish_barrier, run_barrier_item, run_file_task, start_barrier
 
 
@@ -59,20 +63,92 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     return PipelineOptions(args)
 
 
-class RunFilePhase(beam.DoFn):
-    """One file phase on one input file (skipped if its completion marker exists)."""
+class FileClaims:
+    """Which worker runs which file of a phase, so that a worker that finishes its share early takes
+    files from the others' shares. A runner hands each worker a fixed share of the file elements
+    (Beam's FnApiRunner: every n-th element to each of its n workers, at the start of the stage), so
+    without this the phase lasts as long as its slowest worker's share: a core slowed by its
+    neighbours or one large file holds the whole run up (datatrove's local executor hands out tasks
+    one by one for the same reason).
 
-    def __init__(self, plan: Plan, phase: FilePhase, work_root: str):
-        self.plan, self.phase, self.work_root = plan, phase, work_root
+    A claim is a file created with O_EXCL in the run's work folder (`claims/<run token>/<phase>/`),
+    so on a local or shared POSIX folder exactly one worker runs each file. A run token per run: the
+    claims of a killed run do not hold up its rerun (the completion markers decide what is done). On
+    an object store (no exclusive create) every worker runs its own share, as the runner split it."""
+
+    def __init__(self, work_root: str, token: str, phase: str):
+        self.folder = None if "://" in work_root else os.path.join(work_root, "claims", token, phase)
+        self.paths_file = None if self.folder is None else os.path.join(work_root, "claims", token, "paths.json")
+
+    @staticmethod
+    def write_paths(work_root: str, token: str, paths: list[str]) -> None:
+        """The input list, for a worker that takes a file it was not handed (written by the driver)."""
+        if "://" not in work_root:
+            atomic_write_bytes(os.path.join(work_root, "claims", token, "paths.json"), json.dumps(paths).encode())
+
+    def claim(self, file_index: int) -> bool:
+        if self.folder is None:
+            return True
+        os.makedirs(self.folder, exist_ok=True)
+        try:
+            os.close(os.open(os.path.join(self.folder, f"{file_index:06d}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            return False
+
+    def unclaimed(self) -> list[tuple[int, str]]:
+        """The files nobody has claimed yet, last first: the end of the other workers' shares, where
+        they get to last (the runner splits in index order)."""
+        if self.folder is None:
+            return []
+        os.makedirs(self.folder, exist_ok=True)
+        taken = set(os.listdir(self.folder))
+        with open(self.paths_file, "rb") as f:
+            paths = json.load(f)
+        return [(i, paths[i]) for i in reversed(range(len(paths))) if f"{i:06d}" not in taken]
+
+
+class RunFilePhase(beam.DoFn):
+    """One file phase on the input files: the file of each element, unless another worker took it,
+    and then, at the end of the worker's share, any file nobody has started (`FileClaims`). A file
+    whose completion marker exists is skipped."""
+
+    def __init__(self, plan: Plan, phase: FilePhase, work_root: str, token: str):
+        self.plan, self.phase, self.work_root, self.token = plan, phase, work_root, token
 
     def setup(self):
         exit_without_collecting()  # a worker process: see pipeline/job.py
+        self.claims = FileClaims(self.work_root, self.token, self.phase.name)
+
+    def _run(self, file_index: int, path: str) -> None:
+        work = Work(self.work_root)
+        run_file_task(self.phase, file_index, path, work, barrier_result(self.plan, self.phase, work))
 
     def process(self, element, *after):
         file_index, path = element
-        work = Work(self.work_root)
-        run_file_task(self.phase, file_index, path, work, barrier_result(self.plan, self.phase, work))
+        if self.claims.claim(file_index):
+            self._run(file_index, path)
         yield file_index
+
+    def finish_bundle(self):
+        for file_index, path in self.claims.unclaimed():
+            if self.claims.claim(file_index):
+                self._run(file_index, path)
+
+
+def run_missing_files(plan: Plan, phase: FilePhase, paths_file: str | None, work_root: str) -> int:
+    """After a phase: any file without its completion marker is run here. Only a worker lost after
+    claiming a file (a runner that retries its share elsewhere finds the file claimed) leaves one."""
+    if paths_file is None:
+        return 0
+    work = Work(work_root)
+    done = set(work.done_names(phase.name))
+    with open(paths_file, "rb") as f:
+        paths = json.load(f)
+    for i, path in enumerate(paths):
+        if f"{i:06d}" not in done:
+            run_file_task(phase, i, path, work, barrier_result(plan, phase, work))
+    return 0
 
 
 def _done(pcoll, label: str, then=lambda: 0):
@@ -100,13 +176,16 @@ def build_plan(p, plan: Plan, paths: list[str], work: Work):
     before it is complete, so a plan is a few fused stages (each stage costs every worker a round trip)."""
     files = _spread(p | "Files" >> beam.Create(list(enumerate(paths)), reshuffle=False), "SpreadFiles")
     n_files = len(paths)
+    token = uuid.uuid4().hex[:16]  # this run's claims (FileClaims); outputs do not depend on it
+    FileClaims.write_paths(work.root, token, paths)
     after = []  # the side input the next phase waits for
     ready = None  # one element once the step before is complete
     previous = None
     for step in plan.steps:
         if isinstance(step, FilePhase):
-            done = files | f"Phase_{step.name}" >> beam.ParDo(RunFilePhase(plan, step, work.root), *after)
-            ready, previous = _done(done, step.name), step
+            done = files | f"Phase_{step.name}" >> beam.ParDo(RunFilePhase(plan, step, work.root, token), *after)
+            sweep = functools.partial(run_missing_files, plan, step, FileClaims(work.root, token, step.name).paths_file, work.root)
+            ready, previous = _done(done, step.name, then=sweep), step
             after = [beam.pvalue.AsList(ready)]
             continue
         name = step.name
@@ -126,14 +205,38 @@ def local_runner(options: PipelineOptions):
     """The runner of a run that names none: Beam's FnApiRunner, which Beam 2.77's DirectRunner would
     pick for a batch pipeline like ours after first trying its PrismRunner (a Go binary it downloads
     from GitHub and starts as a job service: seconds on every run where it is reachable, a failed
-    download where it is not). `--runner DirectRunner` still gets Beam's own choice."""
+    download where it is not). `--runner DirectRunner` still gets Beam's own choice. Its worker
+    processes are forked from a copy of this process (`beam_jobs/worker_fork.py`)."""
+    from apache_beam.options.pipeline_options import DirectOptions
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
+    from apache_beam.transforms import environments
+
+    from beam_jobs import worker_fork
+
+    class LocalRunner(fn_runner.FnApiRunner):
+        # FnApiRunner.run_pipeline sets its worker environment from the options (for worker
+        # processes: `python -m apache_beam.runners.worker.sdk_worker_main`); this runner keeps
+        # every setting but that command, which it replaces with the forked workers' one.
+        fork_command = None
+
+        @property
+        def _default_environment(self):
+            return self._environment
+
+        @_default_environment.setter
+        def _default_environment(self, environment):
+            if self.fork_command and isinstance(environment, environments.SubprocessSDKEnvironment):
+                environment = environments.SubprocessSDKEnvironment.from_command_string(self.fork_command)
+            self._environment = environment
 
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+    runner = LocalRunner(provision_info=fn_runner.ExtendedProvisionInfo(
         beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+    if options.view_as(DirectOptions).direct_running_mode == "multi_processing":
+        runner.fork_command = worker_fork.worker_command()
+    return runner
 
 
 def beam_pipeline(beam_args: list[str]) -> beam.Pipeline:
