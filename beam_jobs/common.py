@@ -77,14 +77,21 @@ class FileClaims:
     an object store (no exclusive create) every worker runs its own share, as the runner split it."""
 
     def __init__(self, work_root: str, token: str, phase: str):
-        self.folder = None if "://" in work_root else os.path.join(work_root, "claims", token, phase)
-        self.paths_file = None if self.folder is None else os.path.join(work_root, "claims", token, "paths.json")
+        run = None if "://" in work_root else os.path.join(work_root, "claims", token)
+        self.folder = None if run is None else os.path.join(run, phase)
+        self.paths_file = None if run is None else os.path.join(run, "paths.json")
+        self._paths = None
 
-    @staticmethod
-    def write_paths(work_root: str, token: str, paths: list[str]) -> None:
-        """The input list, for a worker that takes a file it was not handed (written by the driver)."""
-        if "://" not in work_root:
-            atomic_write_bytes(os.path.join(work_root, "claims", token, "paths.json"), json.dumps(paths).encode())
+    def write_paths(self, paths: list[str]) -> None:
+        """The input list, for a worker that runs a file it was not handed (written by the driver)."""
+        if self.paths_file is not None:
+            atomic_write_bytes(self.paths_file, json.dumps(paths).encode())
+
+    def paths(self) -> list[str]:
+        if self._paths is None:
+            with open(self.paths_file, "rb") as f:
+                self._paths = json.load(f)
+        return self._paths
 
     def claim(self, file_index: int) -> bool:
         if self.folder is None:
@@ -103,8 +110,7 @@ class FileClaims:
             return []
         os.makedirs(self.folder, exist_ok=True)
         taken = set(os.listdir(self.folder))
-        with open(self.paths_file, "rb") as f:
-            paths = json.load(f)
+        paths = self.paths()
         return [(i, paths[i]) for i in reversed(range(len(paths))) if f"{i:06d}" not in taken]
 
 
@@ -136,16 +142,14 @@ class RunFilePhase(beam.DoFn):
                 self._run(file_index, path)
 
 
-def run_missing_files(plan: Plan, phase: FilePhase, paths_file: str | None, work_root: str) -> int:
+def run_missing_files(plan: Plan, phase: FilePhase, claims: FileClaims, work_root: str) -> int:
     """After a phase: any file without its completion marker is run here. Only a worker lost after
     claiming a file (a runner that retries its share elsewhere finds the file claimed) leaves one."""
-    if paths_file is None:
+    if claims.folder is None:
         return 0
     work = Work(work_root)
     done = set(work.done_names(phase.name))
-    with open(paths_file, "rb") as f:
-        paths = json.load(f)
-    for i, path in enumerate(paths):
+    for i, path in enumerate(claims.paths()):
         if f"{i:06d}" not in done:
             run_file_task(phase, i, path, work, barrier_result(plan, phase, work))
     return 0
@@ -177,14 +181,14 @@ def build_plan(p, plan: Plan, paths: list[str], work: Work):
     files = _spread(p | "Files" >> beam.Create(list(enumerate(paths)), reshuffle=False), "SpreadFiles")
     n_files = len(paths)
     token = uuid.uuid4().hex[:16]  # this run's claims (FileClaims); outputs do not depend on it
-    FileClaims.write_paths(work.root, token, paths)
+    FileClaims(work.root, token, "").write_paths(paths)
     after = []  # the side input the next phase waits for
     ready = None  # one element once the step before is complete
     previous = None
     for step in plan.steps:
         if isinstance(step, FilePhase):
             done = files | f"Phase_{step.name}" >> beam.ParDo(RunFilePhase(plan, step, work.root, token), *after)
-            sweep = functools.partial(run_missing_files, plan, step, FileClaims(work.root, token, step.name).paths_file, work.root)
+            sweep = functools.partial(run_missing_files, plan, step, FileClaims(work.root, token, step.name), work.root)
             ready, previous = _done(done, step.name, then=sweep), step
             after = [beam.pvalue.AsList(ready)]
             continue

@@ -73,8 +73,7 @@ def _serve(listener: socket.socket, driver_alive: int) -> None:
                 _work(conn)
             conn.close()
     except BaseException:
-        traceback.print_exc()
-        code = 1
+        code = 1  # the driver's next worker start then fails: the run ends with Beam's error
     finally:
         os._exit(code)
 

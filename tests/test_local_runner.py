@@ -36,7 +36,7 @@ def _setup(tmp_path, files=6):
     work = Work(str(tmp_path / "work"))
     phase = CountingPhase(str(tmp_path / "runs.log"))
     plan = Plan("count", [phase])
-    FileClaims.write_paths(work.root, "run1", paths)
+    FileClaims(work.root, "run1", "count").write_paths(paths)
     return paths, work, phase, plan
 
 
@@ -82,9 +82,9 @@ def test_a_file_claimed_by_a_lost_worker_is_run_after_the_phase(tmp_path):
         list(worker.process((i, paths[i])))
     worker.finish_bundle()
     assert 2 not in _runs(tmp_path)
-    run_missing_files(plan, phase, claims.paths_file, work.root)
+    run_missing_files(plan, phase, claims, work.root)
     assert sorted(_runs(tmp_path)) == [0, 1, 2, 3, 4, 5]
-    run_missing_files(plan, phase, claims.paths_file, work.root)  # nothing left: nothing runs twice
+    run_missing_files(plan, phase, claims, work.root)  # nothing left: nothing runs twice
     assert sorted(_runs(tmp_path)) == [0, 1, 2, 3, 4, 5]
 
 
