@@ -95,12 +95,15 @@ def _work(conn: socket.socket) -> None:
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        env, fds = _receive(conn)
+        start, fds = _receive(conn)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
+        # What a worker process started by the runner would have had: the client's environment and
+        # folder (the driver's at the worker's start, not at the server's).
+        os.chdir(start["cwd"])
         os.environ.clear()
-        os.environ.update(env)
+        os.environ.update(start["environ"])
         from apache_beam.runners.worker import sdk_worker_main
         sdk_worker_main.main([])
         code = 0

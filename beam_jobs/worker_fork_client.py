@@ -8,7 +8,7 @@ import sys
 
 conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 conn.connect("\0" + sys.argv[1])  # the server's abstract socket
-data = json.dumps(dict(os.environ)).encode()
+data = json.dumps({"environ": dict(os.environ), "cwd": os.getcwd()}).encode()
 message = len(data).to_bytes(8, "big") + data
 sent = socket.send_fds(conn, [message], [0, 1, 2])
 conn.sendall(message[sent:])
