@@ -15,6 +15,7 @@ starts its workers itself.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import select
@@ -25,29 +26,28 @@ import traceback
 import uuid
 
 _CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_fork_client.py")
-_server: dict = {}  # this driver's server: {"command": ..., "pipe": fd}
-
-
+@functools.cache  # one server per driver process, for all its runs
 def worker_command() -> str | None:
     """The worker command for Beam's SubprocessSDKEnvironment (None where fork is unavailable)."""
     if not sys.platform.startswith("linux"):
         return None
-    if "command" not in _server:
-        # An abstract socket (Linux): no file to leave behind when the run is killed.
-        name = f"corpusmill-workers-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind("\0" + name)
-        listener.listen(64)
-        from apache_beam.runners.worker import sdk_worker_main  # noqa: F401  (imported once, here)
-        driver_alive, keep = os.pipe()
-        sys.stdout.flush(), sys.stderr.flush()
-        if os.fork() == 0:
-            os.close(keep)
-            _serve(listener, driver_alive)
-        os.close(driver_alive)
-        listener.close()
-        _server.update(command=f"{sys.executable} -S {_CLIENT} {name}", pipe=keep)
-    return _server["command"]
+    # An abstract socket (Linux): no file to leave behind when the run is killed.
+    name = f"corpusmill-workers-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind("\0" + name)
+    listener.listen(64)
+    from apache_beam.runners.worker import sdk_worker_main  # noqa: F401  (imported once, here)
+    # The driver keeps the pipe's write end open until it exits (never closed here): its end is
+    # what tells the server to go.
+    driver_alive, _keep = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork() == 0:
+        os.close(_keep)
+        _serve(listener, driver_alive)
+    os.close(driver_alive)
+    listener.close()
+    return f"{sys.executable} -S {_CLIENT} {name}"
 
 
 def _serve(listener: socket.socket, driver_alive: int) -> None:

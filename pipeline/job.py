@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import gc
 import os
 import sys
@@ -28,9 +29,9 @@ from pipeline.plan import FileResult, Plan, Work, job_stats, run_local
 from pipeline.runs import STATS_FILE, _fs, finalize, input_fingerprint, is_complete, load_stats
 
 WORK_DIR = ".work"
-_EXIT_REGISTERED = False
 
 
+@functools.cache  # registered once per process
 def exit_without_collecting() -> None:
     """At interpreter exit, leave what is still alive out of the cyclic garbage collector.
 
@@ -39,10 +40,7 @@ def exit_without_collecting() -> None:
     exit here, the driver's and each worker's, and Beam closes its worker processes one after the
     other. `gc.freeze()` at exit skips that walk; nothing changes before exit, on any runner (an
     atexit hook only: a long-lived worker keeps collecting while it works)."""
-    global _EXIT_REGISTERED
-    if not _EXIT_REGISTERED:
-        atexit.register(gc.freeze)
-        _EXIT_REGISTERED = True
+    atexit.register(gc.freeze)
 
 
 def work_for(output: str, fingerprint: str) -> Work:
