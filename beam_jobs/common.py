@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import os
+import typing
 import uuid
 
 import apache_beam as beam
@@ -114,6 +115,9 @@ class FileClaims:
         return [(i, paths[i]) for i in reversed(range(len(paths))) if f"{i:06d}" not in taken]
 
 
+# Declared, not inferred: Beam infers an undeclared output type from the bytecode of `process` and
+# of every function it calls (here the whole phase: 0.1 s of each run's start, measured).
+@beam.typehints.with_output_types(typing.Tuple[int, None])
 class RunFilePhase(beam.DoFn):
     """One file phase on the input files: the file of each element, unless another worker took it,
     and then, at the end of the worker's share, any file nobody has started (`FileClaims`). A file
@@ -131,10 +135,10 @@ class RunFilePhase(beam.DoFn):
         run_file_task(self.phase, file_index, path, work, barrier_result(self.plan, self.phase, work))
 
     def process(self, element, *after):
-        file_index, path = element
+        file_index, paths = element  # from the grouping that spreads the files: (index, [path])
         if self.claims.claim(file_index):
-            self._run(file_index, path)
-        yield file_index
+            self._run(file_index, next(iter(paths)))
+        yield DONE
 
     def finish_bundle(self):
         for file_index, path in self.claims.unclaimed():
@@ -155,21 +159,24 @@ def run_missing_files(plan: Plan, phase: FilePhase, claims: FileClaims, work_roo
     return 0
 
 
-def _done(pcoll, label: str, then=lambda: 0):
-    """One element once every element of `pcoll` is there: a dependency for a side input. A grouping
-    on one key, not CombineGlobally, whose result Beam's DaskRunner (2.77) delivers once per
-    partition; and not CombinePerKey, whose three ParDos cost the graph's construction more than the
-    one value per file or work item gathered here (Beam inspects every ParDo's DoFn several times:
-    about 12 ms per ParDo per run, measured). `then()` runs once there, and its result is the element."""
-    return (pcoll | f"Key_{label}" >> beam.Map(lambda _: (0, None)) | f"Count_{label}" >> beam.GroupByKey()
-            | f"Done_{label}" >> beam.Map(lambda _, then=then: then()))
+# The element that says "this one is finished", keyed for the grouping that waits for all of them.
+DONE = (0, None)
 
 
-def _spread(pcoll, label: str):
-    """Elements `(index, ...)` spread over the workers by their index: a grouping on the index, which
-    the runner distributes (Beam's Reshuffle does the same with random keys and two more ParDos)."""
-    return (pcoll | f"Key{label}" >> beam.Map(lambda e: (e[0], e)) | f"Group{label}" >> beam.GroupByKey()
-            | label >> beam.FlatMap(lambda kv: kv[1]))
+def _done(finished, label: str, then=lambda: 0):
+    """One element once every element of `finished` (all `DONE`) is there: a dependency for a side
+    input and the next step. A grouping on one key, not CombineGlobally, whose result Beam's
+    DaskRunner (2.77) delivers once per partition, nor CombinePerKey (three ParDos). The graph has as
+    few ParDos as the plan needs: Beam inspects each one's DoFn several times as it builds and
+    translates the graph, about 12 ms per ParDo per run, measured. `then()` runs once there."""
+    return finished | f"Count_{label}" >> beam.GroupByKey() | f"Done_{label}" >> beam.Map(lambda _, then=then: (0, then()))
+
+
+def _run_items(grouped, barrier, work_root: str):
+    index, items = grouped  # from the grouping that spreads the items: (index, [item])
+    for item in items:
+        run_barrier_item(barrier, index, item, Work(work_root))
+        yield DONE
 
 
 def build_plan(p, plan: Plan, paths: list[str], work: Work):
@@ -178,12 +185,14 @@ def build_plan(p, plan: Plan, paths: list[str], work: Work):
     (fusion, retries, duplicates) cannot change the output. A phase waits for the barrier before it
     through a side input; a barrier's steps are chained on the one element that says the step
     before it is complete, so a plan is a few fused stages (each stage costs every worker a round trip)."""
-    files = _spread(p | "Files" >> beam.Create(list(enumerate(paths)), reshuffle=False), "SpreadFiles")
+    # Keyed by their index and grouped: the runner spreads the groups over its workers (a Create
+    # alone is one bundle, on one worker).
+    files = p | "Files" >> beam.Create([(i, path) for i, path in enumerate(paths)], reshuffle=False) | "SpreadFiles" >> beam.GroupByKey()
     n_files = len(paths)
     token = uuid.uuid4().hex[:16]  # this run's claims (FileClaims); outputs do not depend on it
     FileClaims(work.root, token, "").write_paths(paths)
     after = []  # the side input the next phase waits for
-    ready = None  # one element once the step before is complete
+    ready = None  # DONE once the step before is complete
     previous = None
     for step in plan.steps:
         if isinstance(step, FilePhase):
@@ -193,12 +202,13 @@ def build_plan(p, plan: Plan, paths: list[str], work: Work):
             after = [beam.pvalue.AsList(ready)]
             continue
         name = step.name
+        # The work items, keyed by their index and grouped (spread over the workers like the files).
         items = (
             ready
             | f"Items_{name}" >> beam.FlatMap(lambda _, b=step, ph=previous: start_barrier(b, ph, n_files, Work(work.root)))
+            | f"SpreadItems_{name}" >> beam.GroupByKey()
+            | f"Run_{name}" >> beam.FlatMap(_run_items, step, work.root)
         )
-        items = _spread(items, f"SpreadItems_{name}") | f"Run_{name}" >> beam.Map(
-            lambda it, b=step: run_barrier_item(b, it[0], it[1], Work(work.root)))
         # `ready` joins the items so that a barrier without items is finished too.
         joined = (ready, items) | f"Join_{name}" >> beam.Flatten()
         ready = _done(joined, name, then=lambda b=step: finish_barrier(b, Work(work.root)))
@@ -235,12 +245,29 @@ def local_runner(options: PipelineOptions):
                 environment = environments.SubprocessSDKEnvironment.from_command_string(self.fork_command)
             self._environment = environment
 
+    _prompt_state_sampler()
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     runner = LocalRunner(provision_info=fn_runner.ExtendedProvisionInfo(
         beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
     if options.view_as(DirectOptions).direct_running_mode == "multi_processing":
         runner.fork_command = worker_fork.worker_command()
     return runner
+
+
+@functools.cache
+def _prompt_state_sampler() -> None:
+    """Beam's state sampler, a thread per bundle that samples which step is running for the step
+    timings, sleeps up to 200 ms between samples, and the end of a bundle waits for its sleep
+    (`statesampler_fast.pyx`, `StateSampler.stop` joins the thread): about 0.1 s at the end of every
+    long bundle, and a phase ends with its last worker's bundle. With the local runner (in this
+    process, or in the worker processes forked from it) it samples every 20 ms at most."""
+    from apache_beam.runners.worker import statesampler
+
+    class PromptStateSampler(statesampler.StateSampler):
+        def __init__(self, prefix, counter_factory, sampling_period_ms=20):
+            super().__init__(prefix, counter_factory, sampling_period_ms)
+
+    statesampler.StateSampler = PromptStateSampler
 
 
 def beam_pipeline(beam_args: list[str]) -> beam.Pipeline:

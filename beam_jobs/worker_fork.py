@@ -16,6 +16,7 @@ starts its workers itself.
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import os
 import select
@@ -42,6 +43,7 @@ def worker_command() -> str | None:
     driver_alive, _keep = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
+    gc.freeze()  # the forked processes' collections leave the driver's objects (and their pages) alone
     if os.fork() == 0:
         os.close(_keep)
         _serve(listener, driver_alive)

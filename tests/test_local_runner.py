@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from beam_jobs.common import FileClaims, RunFilePhase, run_missing_files
+from beam_jobs.common import DONE, FileClaims, RunFilePhase, run_missing_files
 from pipeline.plan import FilePhase, FileResult, Plan, Work
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,15 +58,16 @@ def test_a_worker_that_finishes_its_share_takes_the_files_nobody_started(tmp_pat
     fast, slow = RunFilePhase(plan, phase, work.root, "run1"), RunFilePhase(plan, phase, work.root, "run1")
     fast.setup(), slow.setup()
     # The runner split the six files: 0, 2, 4 to the fast worker, 1, 3, 5 to the slow one, which has
-    # only started file 1 when the fast one is through its share.
-    assert list(slow.process((1, paths[1]))) == [1]
+    # only started file 1 when the fast one is through its share. An element is a file's index with
+    # its path, as the grouping that spreads them delivers it.
+    assert list(slow.process((1, [paths[1]]))) == [DONE]
     for i in (0, 2, 4):
-        assert list(fast.process((i, paths[i]))) == [i]
+        assert list(fast.process((i, [paths[i]]))) == [DONE]
     fast.finish_bundle()
     assert sorted(_runs(tmp_path)) == [0, 1, 2, 3, 4, 5]
     assert _runs(tmp_path)[-2:] == [5, 3]  # taken from the end of the slow worker's share
     for i in (3, 5):  # the slow worker's elements of files already taken: counted, not run again
-        assert list(slow.process((i, paths[i]))) == [i]
+        assert list(slow.process((i, [paths[i]]))) == [DONE]
     slow.finish_bundle()
     assert sorted(_runs(tmp_path)) == [0, 1, 2, 3, 4, 5]
     assert set(work.done_names("count")) == {f"{i:06d}" for i in range(6)}
@@ -79,7 +80,7 @@ def test_a_file_claimed_by_a_lost_worker_is_run_after_the_phase(tmp_path):
     worker.setup()
     assert claims.claim(2)  # a worker claimed file 2 and was lost before it finished
     for i in range(6):
-        list(worker.process((i, paths[i])))
+        list(worker.process((i, [paths[i]])))
     worker.finish_bundle()
     assert 2 not in _runs(tmp_path)
     run_missing_files(plan, phase, claims, work.root)
