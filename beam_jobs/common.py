@@ -168,7 +168,8 @@ def _done(finished, label: str, then=lambda: 0):
     input and the next step. A grouping on one key, not CombineGlobally, whose result Beam's
     DaskRunner (2.77) delivers once per partition, nor CombinePerKey (three ParDos). The graph has as
     few ParDos as the plan needs: Beam inspects each one's DoFn several times as it builds and
-    translates the graph, about 12 ms per ParDo per run, measured. `then()` runs once there."""
+    translates the graph, about 12 ms per ParDo per run, measured. `then()` runs once there; the
+    element is `(0, then())`, keyed like `DONE` for a grouping after it."""
     return finished | f"Count_{label}" >> beam.GroupByKey() | f"Done_{label}" >> beam.Map(lambda _, then=then: (0, then()))
 
 
@@ -260,7 +261,7 @@ def _prompt_state_sampler() -> None:
     timings, sleeps up to 200 ms between samples, and the end of a bundle waits for its sleep
     (`statesampler_fast.pyx`, `StateSampler.stop` joins the thread): about 0.1 s at the end of every
     long bundle, and a phase ends with its last worker's bundle. With the local runner (in this
-    process, or in the worker processes forked from it) it samples every 20 ms at most."""
+    process, or in the worker processes forked from it) it samples every 20 ms."""
     from apache_beam.runners.worker import statesampler
 
     class PromptStateSampler(statesampler.StateSampler):
