@@ -146,24 +146,23 @@ class RunFilePhase(beam.DoFn):
                 self._run(file_index, path)
 
 
-def run_missing_files(plan: Plan, phase: FilePhase, claims: FileClaims, work_root: str) -> int:
+def run_missing_files(plan: Plan, phase: FilePhase, claims: FileClaims, work_root: str) -> None:
     """After a phase: any file without its completion marker is run here. Only a worker lost after
     claiming a file (a runner that retries its share elsewhere finds the file claimed) leaves one."""
     if claims.folder is None:
-        return 0
+        return
     work = Work(work_root)
     done = set(work.done_names(phase.name))
     for i, path in enumerate(claims.paths()):
         if f"{i:06d}" not in done:
             run_file_task(phase, i, path, work, barrier_result(plan, phase, work))
-    return 0
 
 
 # The element that says "this one is finished", keyed for the grouping that waits for all of them.
 DONE = (0, None)
 
 
-def _done(finished, label: str, then=lambda: 0):
+def _done(finished, label: str, then=lambda: None):
     """One element once every element of `finished` (all `DONE`) is there: a dependency for a side
     input and the next step. A grouping on one key, not CombineGlobally, whose result Beam's
     DaskRunner (2.77) delivers once per partition, nor CombinePerKey (three ParDos). The graph has as

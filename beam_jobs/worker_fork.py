@@ -27,6 +27,8 @@ import traceback
 import uuid
 
 _CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_fork_client.py")
+
+
 @functools.cache  # one server per driver process, for all its runs
 def worker_command() -> str | None:
     """The worker command for Beam's SubprocessSDKEnvironment (None where fork is unavailable)."""
