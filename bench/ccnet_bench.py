@@ -45,8 +45,21 @@ def replicate(copies: int, folder: str) -> list[str]:
     return out
 
 
-def measure(cmd: list[str], env: dict | None = None, cwd: str = REPO) -> dict:
-    """Wall seconds, CPU seconds, and peak RSS (sum over the process tree, and the largest process)."""
+def machine_cpu() -> dict:
+    """Core-seconds this machine has spent busy, idle and stolen (by its host) since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    user, nice, system, idle, iowait, irq, softirq, steal = ticks[:8]
+    return {"busy": (user + nice + system + irq + softirq) / hz, "idle": (idle + iowait) / hz, "steal": steal / hz}
+
+
+def measure(cmd: list[str], env: dict | None = None, cwd: str = REPO, memory: bool = False) -> dict:
+    """Wall seconds; the machine's busy, idle and stolen core-seconds during the run (this benchmark is
+    the only load it should have: a slow run then says whether its cores were busier or idle); and
+    with `memory`, peak RSS (sum over the process tree, and the largest process). Only a memory run
+    samples: sampling the process tree every 50 ms costs about 3 % of a core, which a run with a
+    worker on every core would pay and a 1-worker run would not."""
     proc = psutil.Popen(cmd, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     peak = {"sum": 0, "max": 0}
     stop = threading.Event()
@@ -68,15 +81,20 @@ def measure(cmd: list[str], env: dict | None = None, cwd: str = REPO) -> dict:
             stop.wait(0.05)
 
     thread = threading.Thread(target=sample, daemon=True)
+    cpu_before = machine_cpu()
     start = time.perf_counter()
-    thread.start()
+    if memory:
+        thread.start()
     out, _ = proc.communicate()
     wall = time.perf_counter() - start
+    cpu = {k: v - cpu_before[k] for k, v in machine_cpu().items()}
     stop.set()
-    thread.join()
+    if memory:
+        thread.join()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])}... failed:\n{out.decode(errors='replace')[-3000:]}")
-    return {"wall": wall, "peak_rss_sum": peak["sum"], "peak_rss_max": peak["max"], "output": out.decode(errors="replace")[-2000:]}
+    result = {"wall": wall, "cpu": cpu, "output": out.decode(errors="replace")[-2000:]}
+    return result | ({"peak_rss_sum": peak["sum"], "peak_rss_max": peak["max"]} if memory else {})
 
 
 def corpusmill(src: str, inputs: list[str], output: str, args, workers: int, pin: bool, mode: str | None = None) -> list[str]:
@@ -103,10 +121,14 @@ def speed(args) -> dict:
     four = replicate(4, os.path.join(tmp, "x4"))
     pages = 1344
     runs: dict[str, list] = {}
+    cpus: dict[str, list] = {}
 
     def add(name, result):
         runs.setdefault(name, []).append(result["wall"])
-        print(f"  {name:<34} {result['wall']:7.2f} s", flush=True)
+        cpus.setdefault(name, []).append(result["cpu"])
+        cpu = result["cpu"]
+        print(f"  {name:<34} {result['wall']:7.2f} s   machine cores busy {cpu['busy']:6.2f} s, idle {cpu['idle']:5.2f} s, "
+              f"stolen {cpu['steal']:4.2f} s", flush=True)
 
     for r in range(args.repeats + 1):  # the first round warms the caches and is not counted
         label = "warm-up" if r == 0 else f"round {r}"
@@ -127,7 +149,7 @@ def speed(args) -> dict:
             for name, result in res.items():
                 add(name, result)
     med = {name: statistics.median(v) for name, v in runs.items()}
-    out = {"median_seconds": med, "pages_1x": pages}
+    out = {"median_seconds": med, "pages_1x": pages, "machine_cpu_seconds": cpus}
     out["corpusmill_pages_per_s_per_core"] = pages / med["corpusmill 1 core"]
     if "datatrove 1 core" in med:
         out["datatrove_pages_per_s_per_core"] = pages / med["datatrove 1 core"]
@@ -151,7 +173,7 @@ def memory(args) -> dict:
         folder = os.path.join(tmp, f"x{copies}")
         inputs = replicate(copies, folder)
         output = os.path.join(tmp, f"o{copies}")
-        res = measure(corpusmill(REPO, inputs, output, args, 2, False) + [f"--census-range-mb={args.census_range_mb}"])
+        res = measure(corpusmill(REPO, inputs, output, args, 2, False) + [f"--census-range-mb={args.census_range_mb}"], memory=True)
         with open(os.path.join(output, "stats.json")) as f:
             stats = json.load(f)
         out[f"{copies}x"] = {"inputs": len(inputs), "input_bytes": sum(os.path.getsize(p) for p in inputs), "wall": res["wall"],
