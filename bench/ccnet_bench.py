@@ -6,7 +6,9 @@ scale N copies of them as symlinks (the same pages N times: that is replication,
 
   speed:   1 core (taskset), corpusmill vs datatrove 0.10.1 (../shared/anchors/datatrove) and, with
            --before SRC, corpusmill at another checkout (e.g. the commit before a refactor); then
-           1 vs 2 workers at 4x input.
+           1 vs 2 workers at 4x input. Each run also prints the machine's busy, idle and stolen
+           core-seconds (/proc/stat) while it ran: a 2-worker run's idle cores are the part that does
+           not divide, and the busy core-seconds of the same work show the machine's own drift.
   memory:  peak resident memory of all processes together (the job and its workers), 1x vs 16x input,
            2 workers; and the bytes of the largest census range (the most duplicate-table bytes any
            one worker holds).
@@ -162,6 +164,12 @@ def speed(args) -> dict:
     out["speedup_1_to_2_per_round"] = [a / b for a, b in zip(runs["corpusmill 4x, 1 worker process"], runs["corpusmill 4x, 2 worker processes"])]
     if "datatrove 1 core" in med:
         out["per_core_ratio_per_round"] = [d / c for d, c in zip(runs["datatrove 1 core"], runs["corpusmill 1 core"])]
+    # What does not divide between the workers shows as idle cores in the 2-worker run (its start
+    # before the workers, the last file of a phase, the barriers); the ratio of the two runs' busy
+    # core-seconds (the same work) shows what the machine itself moved between the two runs.
+    one, two = cpus["corpusmill 4x, 1 worker process"], cpus["corpusmill 4x, 2 worker processes"]
+    out["idle_core_seconds_2_worker_processes_4x"] = statistics.median(c["idle"] for c in two)
+    out["busy_2_over_1_worker_processes_per_round"] = [b["busy"] / a["busy"] for a, b in zip(one, two)]
     out["speedup_1_in_process_to_2_worker_processes_4x"] = med["corpusmill 4x, 1 worker in process"] / med["corpusmill 4x, 2 worker processes"]
     return out
 
