@@ -260,7 +260,8 @@ def _prompt_state_sampler() -> None:
     timings, sleeps up to 200 ms between samples, and the end of a bundle waits for its sleep
     (`statesampler_fast.pyx`, `StateSampler.stop` joins the thread): about 0.1 s at the end of every
     long bundle, and a phase ends with its last worker's bundle. With the local runner (in this
-    process, or in the worker processes forked from it) it samples every 20 ms."""
+    process, or in the worker processes forked from it) it samples every 20 ms. Beam has no option
+    for the period, so its class is replaced in this process (for any later pipeline here too)."""
     from apache_beam.runners.worker import statesampler
 
     class PromptStateSampler(statesampler.StateSampler):

@@ -1,5 +1,6 @@
-"""The local runner's two additions to Beam's FnApiRunner: file claims between workers (a worker that
-finishes its share takes files nobody has started) and worker processes forked from the driver."""
+"""The local runner's additions to Beam's FnApiRunner: file claims between workers (a worker that
+finishes its share takes files nobody has started), worker processes forked from the driver, and a
+state sampler that does not hold up the end of each bundle."""
 import os
 import subprocess
 import sys
@@ -123,3 +124,29 @@ def test_two_worker_run_uses_forked_workers_and_leaves_no_process(tmp_path):
     assert workers.count("worker_fork_client.py") == 2, workers
     pid = next(line for line in proc.stdout.splitlines() if line.startswith("PID")).split()[1]
     assert f"@corpusmill-workers-{pid}-" not in _unix_sockets()
+
+
+def test_the_local_runner_samples_every_20_ms_in_process_and_in_forked_workers(tmp_path):
+    # Beam's sampler thread sleeps 200 ms between samples and the end of each bundle waits for it
+    # (`_prompt_state_sampler`); the running bundle's own sampler is what a DoFn reads here, so the
+    # test fails if Beam stops creating its sampler through `statesampler.StateSampler`.
+    code = f"""
+import os, apache_beam as beam
+from apache_beam.runners.worker import statesampler
+from beam_jobs.common import beam_pipeline
+
+class Period(beam.DoFn):
+    def process(self, i):
+        with open(os.path.join({str(tmp_path)!r}, f"{{os.getpid()}}-{{i}}"), "w") as f:
+            f.write(str(statesampler.get_current_tracker().sampling_period_ms))
+        yield i
+
+for workers in (1, 2):
+    with beam_pipeline([f"--direct_num_workers={{workers}}"]) as p:
+        p | beam.Create([(k, k) for k in range(4)]) | beam.GroupByKey() | beam.ParDo(Period())
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    periods = {name: open(tmp_path / name).read() for name in os.listdir(tmp_path)}
+    assert len(periods) == 8 and set(periods.values()) == {"20"}, periods
+    assert len({name.split("-")[0] for name in periods}) >= 2  # in the driver and in worker processes
